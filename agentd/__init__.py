@@ -1,0 +1,3 @@
+"""agentd: a self-hosted, wire-compatible server for LangGraph agents."""
+
+__version__ = "0.1.0"

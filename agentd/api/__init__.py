@@ -1,0 +1,1 @@
+"""HTTP only: one module per resource, SSE encoding, error mapping."""

@@ -1,0 +1,66 @@
+"""The ASGI application: routes, error mapping, and the services' lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from agentd import __version__
+from agentd.api import assistants, runs, system, threads
+from agentd.api.common import JSON
+from agentd.config import Settings
+from agentd.graphs import GraphRegistry
+from agentd.schemas import ApiError
+from agentd.services import open_services
+
+log = logging.getLogger("agentd.api")
+
+
+def create_app(settings: Settings, graphs: GraphRegistry) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services(settings, graphs) as svc:
+            app.state.services = svc
+            yield
+
+    app = FastAPI(
+        title="agentd",
+        version=__version__,
+        description="A self-hosted server for LangGraph agents, speaking the Agent Server API.",
+        lifespan=lifespan,
+        default_response_class=JSON,
+    )
+    for module in (system, assistants, threads, runs):
+        app.include_router(module.router)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> Response:
+        return JSON({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSON({"detail": "Invalid JSON in request body"}, status_code=422)
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in errors
+        ]
+        return JSON({"detail": detail}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        return JSON({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSON({"detail": "Internal server error"}, status_code=500)
+
+    return app

@@ -1,0 +1,263 @@
+"""Runs: background, wait, stream, join, cancel, list, get, delete; on a thread or stateless."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from agentd import serde
+from agentd.api.common import JSON, get_thread_or_404, services, uuid_param
+from agentd.api.sse import run_events, sse_response
+from agentd.broker.memory import DONE, Subscription
+from agentd.ids import uuid7
+from agentd.runs.streaming import Reducer, visible_events
+from agentd.schemas import TERMINAL_RUN_STATUSES, Conflict, NotFound, RunCreate, RunStatus
+from agentd.services import Services
+from agentd.storage.base import Row
+
+router = APIRouter(tags=["Runs"])
+KEEPALIVE_SECONDS = 5.0
+
+
+# ------------------------------------------------------------------ background runs
+
+
+@router.post("/threads/{thread_id}/runs", response_class=JSON)
+async def create_run(thread_id: str, body: RunCreate, request: Request) -> Response:
+    svc = services(request)
+    run, _ = await svc.runs.create(uuid_param(thread_id, "thread"), body)
+    return JSON(run, headers={"Content-Location": f"/threads/{thread_id}/runs/{run['run_id']}"})
+
+
+@router.post("/runs", response_class=JSON)
+async def create_stateless_run(body: RunCreate, request: Request) -> Response:
+    run, _ = await services(request).runs.create(None, body)
+    return JSON(run, headers={"Content-Location": f"/runs/{run['run_id']}"})
+
+
+@router.get("/threads/{thread_id}/runs", response_class=JSON)
+async def list_runs(
+    thread_id: str,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: RunStatus | None = None,
+) -> Response:
+    svc = services(request)
+    thread = await get_thread_or_404(svc, thread_id)
+    runs = await svc.storage.list_runs(
+        thread["thread_id"], limit=limit, offset=offset, status=status
+    )
+    return JSON(runs)
+
+
+async def _get_run_or_404(svc: Services, thread_id: str, run_id: str) -> Row:
+    thread = await get_thread_or_404(svc, thread_id)
+    run = await svc.storage.get_run(thread["thread_id"], uuid_param(run_id, "run"))
+    if run is None:
+        raise NotFound(f"Run {run_id} not found")
+    return run
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}", response_class=JSON)
+async def get_run(thread_id: str, run_id: str, request: Request) -> Response:
+    return JSON(await _get_run_or_404(services(request), thread_id, run_id))
+
+
+@router.delete("/threads/{thread_id}/runs/{run_id}", status_code=204)
+async def delete_run(thread_id: str, run_id: str, request: Request) -> Response:
+    svc = services(request)
+    run = await _get_run_or_404(svc, thread_id, run_id)
+    if run["status"] in ("pending", "running"):
+        raise Conflict(f"Run {run_id} is {run['status']}; cancel it before deleting it")
+    await svc.storage.delete_run(run["thread_id"], run["run_id"])
+    return Response(status_code=204)
+
+
+# ------------------------------------------------------------------ wait and join
+
+
+async def _body_after_end(svc: Services, run: Row, reducer: Reducer) -> bytes:
+    """The run's result: from its own events when seen, else from what its thread kept."""
+    body = reducer.body()
+    if body is not None:
+        return body
+    thread = await svc.storage.get_thread(run["thread_id"])
+    if thread is None:
+        return b"{}"
+    latest = await svc.storage.get_run(run["thread_id"], run["run_id"])
+    if (latest and latest["status"] == "error") or thread["status"] == "error":
+        return serde.dumps({"__error__": thread["error"]})
+    values = thread["values"] or {}
+    if thread["status"] == "interrupted" and thread["interrupts"] and isinstance(values, dict):
+        values = {**values, "__interrupt__": [i for v in thread["interrupts"].values() for i in v]}
+    return serde.dumps(values)
+
+
+async def _result_stream(
+    svc: Services, run: Row, sub: Subscription, cancel_on_disconnect: bool
+) -> AsyncIterator[bytes]:
+    """Newlines while the run is in flight (keeps proxies from cutting the connection), then
+    the result as JSON."""
+    reducer = Reducer()
+    finished = False
+    try:
+        while True:
+            item = await sub.get(KEEPALIVE_SECONDS)
+            if item is None:
+                yield b"\n"
+                continue
+            event, data = item
+            if event == DONE:
+                finished = True
+                break
+            reducer.add(event, data)
+    finally:
+        sub.close()
+        if not finished and cancel_on_disconnect:
+            await svc.runs.cancel(run["thread_id"], [run["run_id"]], "interrupt")
+    yield await _body_after_end(svc, run, reducer)
+
+
+async def _wait(svc: Services, thread_id: str | None, body: RunCreate) -> Response:
+    run_id = str(uuid7())
+    sub = svc.broker.subscribe(run_id)  # before the run exists, so no event is missed
+    try:
+        run, _ = await svc.runs.create(thread_id, body, run_id=run_id)
+    except BaseException:
+        sub.close()
+        raise
+    base = f"/threads/{run['thread_id']}/runs/{run_id}"
+    return StreamingResponse(
+        _result_stream(svc, run, sub, body.on_disconnect == "cancel"),
+        media_type="application/json",
+        headers={"Location": f"{base}/join", "Content-Location": base},
+    )
+
+
+@router.post("/threads/{thread_id}/runs/wait")
+async def wait_run(thread_id: str, body: RunCreate, request: Request) -> Response:
+    return await _wait(services(request), uuid_param(thread_id, "thread"), body)
+
+
+@router.post("/runs/wait")
+async def wait_stateless_run(body: RunCreate, request: Request) -> Response:
+    return await _wait(services(request), None, body)
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/join")
+async def join_run(
+    thread_id: str, run_id: str, request: Request, cancel_on_disconnect: bool = False
+) -> Response:
+    svc = services(request)
+    sub = svc.broker.subscribe(uuid_param(run_id, "run"))
+    try:
+        run = await _get_run_or_404(svc, thread_id, run_id)
+    except BaseException:
+        sub.close()
+        raise
+    if run["status"] in TERMINAL_RUN_STATUSES:
+        sub.close()
+        return JSON(await _body_after_end(svc, run, Reducer()))
+    return StreamingResponse(
+        _result_stream(svc, run, sub, cancel_on_disconnect), media_type="application/json"
+    )
+
+
+# ------------------------------------------------------------------ streaming
+
+
+async def _stream(svc: Services, thread_id: str | None, body: RunCreate) -> Response:
+    run_id = str(uuid7())
+    sub = svc.broker.subscribe(run_id)
+    try:
+        run, _ = await svc.runs.create(thread_id, body, run_id=run_id)
+    except BaseException:
+        sub.close()
+        raise
+
+    async def on_disconnect() -> None:
+        if body.on_disconnect == "cancel":
+            await svc.runs.cancel(run["thread_id"], [run_id], "interrupt")
+
+    base = f"/threads/{run['thread_id']}/runs/{run_id}"
+    visible = visible_events(run["kwargs"]["stream_mode"])
+    return sse_response(
+        run_events(sub, visible, on_disconnect),
+        {"Location": f"{base}/stream", "Content-Location": base},
+    )
+
+
+@router.post("/threads/{thread_id}/runs/stream")
+async def stream_run(thread_id: str, body: RunCreate, request: Request) -> Response:
+    return await _stream(services(request), uuid_param(thread_id, "thread"), body)
+
+
+@router.post("/runs/stream")
+async def stream_stateless_run(body: RunCreate, request: Request) -> Response:
+    return await _stream(services(request), None, body)
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/stream")
+async def join_stream(
+    thread_id: str,
+    run_id: str,
+    request: Request,
+    cancel_on_disconnect: bool = False,
+    stream_mode: Annotated[list[str] | None, Query()] = None,
+) -> Response:
+    svc = services(request)
+    sub = svc.broker.subscribe(uuid_param(run_id, "run"))
+    try:
+        run = await _get_run_or_404(svc, thread_id, run_id)
+    except BaseException:
+        sub.close()
+        raise
+    if run["status"] in TERMINAL_RUN_STATUSES:
+        sub.close()
+
+        async def nothing() -> AsyncIterator[bytes]:
+            return
+            yield b""
+
+        return sse_response(nothing(), {})
+
+    async def on_disconnect() -> None:
+        if cancel_on_disconnect:
+            await svc.runs.cancel(run["thread_id"], [run["run_id"]], "interrupt")
+
+    visible = visible_events(stream_mode or run["kwargs"]["stream_mode"])
+    return sse_response(run_events(sub, visible, on_disconnect), {})
+
+
+# ------------------------------------------------------------------ cancel
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel_run(
+    thread_id: str,
+    run_id: str,
+    request: Request,
+    wait: bool = False,
+    action: Literal["interrupt", "rollback"] = "interrupt",
+) -> Response:
+    svc = services(request)
+    run = await _get_run_or_404(svc, thread_id, run_id)
+    sub = svc.broker.subscribe(run["run_id"]) if wait else None
+    try:
+        cancelled = await svc.runs.cancel(run["thread_id"], [run["run_id"]], action)
+        if not cancelled:
+            raise NotFound(f"Run {run_id} is {run['status']}: no matching runs to cancel")
+        if sub is None:
+            return Response(status_code=202)
+        if cancelled[0]["status"] == "running":
+            while (item := await sub.get()) is not None and item[0] != DONE:
+                pass
+    finally:
+        if sub is not None:
+            sub.close()
+    latest = await svc.storage.get_run(run["thread_id"], run["run_id"])
+    return JSON(latest if latest is not None else {**run, "status": "interrupted"})

@@ -1,0 +1,1 @@
+"""The run lifecycle: create, claim, execute, stream, finish."""

@@ -1,0 +1,174 @@
+"""Execute one claimed run: build its config, stream the graph through LangGraph's
+checkpointer, publish every chunk, and write the outcome to the run and its thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from langgraph.types import Command, Send
+
+from agentd import serde
+from agentd.broker.memory import MemoryBroker
+from agentd.graphs import GraphRegistry
+from agentd.runs.streaming import langgraph_modes, to_event
+from agentd.storage.base import Row, Storage
+
+log = logging.getLogger("agentd.executor")
+
+
+class Executor:
+    def __init__(
+        self,
+        storage: Storage,
+        broker: MemoryBroker,
+        graphs: GraphRegistry,
+        *,
+        timeout: float | None = None,
+    ):
+        self.storage = storage
+        self.broker = broker
+        self.graphs = graphs
+        self.timeout = timeout
+        # run_id -> "interrupt" | "rollback", set by the worker before it cancels a run's task.
+        self.cancel_actions: dict[str, str] = {}
+
+    async def execute(self, run: Row) -> str:
+        """Run ``run`` to its end and return its final status. A cancellation that is not a
+        user's cancel (shutdown) puts the run back in the queue and propagates."""
+        run_id, thread_id, kwargs = run["run_id"], run["thread_id"], run["kwargs"]
+        temporary = bool(kwargs.get("temporary"))
+        await self.broker.publish(
+            run_id, "metadata", serde.dumps({"run_id": run_id, "attempt": run["attempt"]})
+        )
+        config = _graph_config(run)
+        graph_input, command = kwargs.get("input"), kwargs.get("command")
+        if run["attempt"] > 1 and not temporary:
+            # A retry after a crash: continue from the checkpoints this run already wrote.
+            if await self.storage.latest_checkpoint_run_id(thread_id) == run_id:
+                graph_input, command = None, None
+                config["configurable"].pop("checkpoint_id", None)
+        checkpointer = None if temporary else self.storage.checkpointer
+        graph_id = run["metadata"].get("graph_id") or kwargs["config"]["configurable"]["graph_id"]
+
+        status, thread_status, error = "success", "idle", None
+        values: Any = None
+        interrupts: dict[str, Any] | None = None
+        last_values: Any = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self.graphs.bound(
+                    graph_id, config, checkpointer, self.storage.store
+                ) as graph:
+                    stream = graph.astream(
+                        _to_command(command) if command else graph_input,
+                        config,
+                        context=kwargs.get("context") or None,
+                        stream_mode=langgraph_modes(kwargs.get("stream_mode") or ()),
+                        subgraphs=bool(kwargs.get("subgraphs")),
+                        interrupt_before=kwargs.get("interrupt_before"),
+                        interrupt_after=kwargs.get("interrupt_after"),
+                        durability=kwargs.get("durability") or "async",
+                    )
+                    async for item in stream:
+                        if len(item) == 3:
+                            namespace, mode, chunk = item
+                        else:
+                            (mode, chunk), namespace = item, ()
+                        if mode == "values" and not namespace:
+                            last_values = chunk
+                        event, data = to_event(mode, chunk, namespace)
+                        await self.broker.publish(run_id, event, data)
+                    if checkpointer is not None:
+                        snapshot = await graph.aget_state(
+                            {"configurable": {"thread_id": thread_id}}
+                        )
+                        values = snapshot.values
+                        interrupts = _interrupts_by_task(snapshot)
+                        if snapshot.next or interrupts:
+                            thread_status = "interrupted"
+                    else:
+                        values = last_values
+        except asyncio.CancelledError:
+            action = self.cancel_actions.pop(run_id, None)
+            if action is None:  # shutdown, not a user's cancel: another attempt will come
+                await self.storage.requeue_run(run_id)
+                raise
+            status = "rollback" if action == "rollback" else "interrupted"
+            if status == "interrupted" and checkpointer is not None:
+                values, interrupts, thread_status = await self._state_after_cancel(
+                    graph_id, config, thread_id
+                )
+        except TimeoutError:
+            status, thread_status = "timeout", "error"
+            error = {"error": "TimeoutError", "message": f"run exceeded {self.timeout} s"}
+            values = last_values
+        except Exception as exc:
+            log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+            status, thread_status = "error", "error"
+            error = serde.error_payload(exc)
+            await self.broker.publish(run_id, "error", serde.dumps(error))
+            values = last_values
+        await self.storage.finish_run(
+            run_id,
+            thread_id,
+            status,
+            thread_status=thread_status,
+            values=orjson.Fragment(serde.dumps(values)) if values is not None else None,
+            interrupts=orjson.Fragment(serde.dumps(interrupts)) if interrupts else None,
+            error=error,
+            delete=temporary,
+            rollback=status == "rollback",
+        )
+        await self.broker.end(run_id, status)
+        return status
+
+    async def _state_after_cancel(
+        self, graph_id: str, config: dict[str, Any], thread_id: str
+    ) -> tuple[Any, dict[str, Any] | None, str]:
+        async with self.graphs.bound(
+            graph_id, config, self.storage.checkpointer, self.storage.store
+        ) as graph:
+            snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        interrupts = _interrupts_by_task(snapshot)
+        status = "interrupted" if snapshot.next or interrupts else "idle"
+        return (snapshot.values if snapshot.created_at else None), interrupts, status
+
+
+def _graph_config(run: Row) -> dict[str, Any]:
+    stored = run["kwargs"].get("config") or {}
+    configurable = dict(stored.get("configurable") or {})
+    configurable["thread_id"] = run["thread_id"]
+    configurable["run_id"] = run["run_id"]
+    if not configurable.get("checkpoint_id"):
+        configurable.pop("checkpoint_id", None)
+    # Checkpoint metadata is built from these, so state and history can tell who wrote what.
+    metadata = {
+        **(stored.get("metadata") or {}),
+        "thread_id": run["thread_id"],
+        "run_attempt": run["attempt"],
+    }
+    config = {**stored, "configurable": configurable, "metadata": metadata}
+    if run["attempt"] == 1:
+        config["run_id"] = uuid.UUID(run["run_id"])  # the root trace id, as the reference does
+    return config
+
+
+def _to_command(command: dict[str, Any]) -> Command:
+    goto = command.get("goto")
+    if isinstance(goto, dict):
+        goto = Send(goto["node"], goto.get("input"))
+    elif isinstance(goto, list):
+        goto = [Send(g["node"], g.get("input")) if isinstance(g, dict) else g for g in goto]
+    return Command(
+        update=command.get("update"),
+        resume=command.get("resume"),
+        goto=goto if goto is not None else (),
+    )
+
+
+def _interrupts_by_task(snapshot: Any) -> dict[str, Any]:
+    return {task.id: list(task.interrupts) for task in snapshot.tasks if task.interrupts}

@@ -1,0 +1,172 @@
+"""Create runs: validate, resolve the assistant and thread, build the stored kwargs, apply the
+multitask strategy, insert the run as pending in one transaction, and wake a worker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from agentd import serde
+from agentd.broker.memory import MemoryBroker
+from agentd.graphs import GraphRegistry
+from agentd.ids import parse_uuid, uuid7
+from agentd.runs.streaming import SUPPORTED_MODES
+from agentd.schemas import BadRequest, NotFound, RunCreate, Unprocessable
+from agentd.storage.base import Row, Storage
+
+# Keys clients may not set in configurable or metadata: agentd owns them.
+_RESERVED_CONFIGURABLE = ("run_id", "thread_id", "graph_id", "assistant_id", "user_id")
+
+
+class RunService:
+    def __init__(self, storage: Storage, broker: MemoryBroker, graphs: GraphRegistry):
+        self.storage = storage
+        self.broker = broker
+        self.graphs = graphs
+
+    async def resolve_assistant(self, value: str) -> Row:
+        assistant_id = self.graphs.resolve_assistant_id(value)
+        if parse_uuid(assistant_id) is None:
+            raise Unprocessable(
+                f"Invalid assistant: '{value}'. Must be either:\n- A valid assistant UUID, or\n"
+                f"- One of the registered graphs: {', '.join(self.graphs.graph_ids)}"
+            )
+        assistant = await self.storage.get_assistant(parse_uuid(assistant_id) or assistant_id)
+        if assistant is None or assistant["graph_id"] not in self.graphs:
+            raise NotFound(f"Assistant {assistant_id} not found")
+        return assistant
+
+    async def create(
+        self, thread_id: str | None, body: RunCreate, *, run_id: str | None = None
+    ) -> tuple[Row, list[Row]]:
+        """Queue a run; ``thread_id=None`` makes a stateless run on a new thread.
+
+        Returns the run and the runs that were in flight on its thread."""
+        stateless = thread_id is None
+        _validate(body, stateless)
+        assistant = await self.resolve_assistant(body.assistant_id)
+        assistant_id, graph_id = assistant["assistant_id"], assistant["graph_id"]
+        thread = None if stateless else await self.storage.get_thread(thread_id)  # type: ignore[arg-type]
+        if thread is None and not stateless and body.if_not_exists != "create":
+            raise NotFound(f"Thread with ID {thread_id} not found")
+        run_id = run_id or str(uuid7())
+        thread_id = thread_id or str(uuid7())
+
+        request_config = body.config.model_dump(exclude_none=True) if body.config else {}
+        request_configurable = request_config.pop("configurable", None) or {}
+        request_metadata = request_config.pop("metadata", None) or {}
+        context = body.context or {}
+        if request_configurable and context:
+            raise BadRequest(
+                "Cannot specify both configurable and context. Prefer setting context alone."
+            )
+
+        metadata = {
+            **assistant["metadata"],
+            **(thread["metadata"] if thread else {}),
+            **request_metadata,
+            **(body.metadata or {}),
+            "graph_id": graph_id,
+            "assistant_id": assistant_id,
+        }
+        assistant_config = assistant["config"] or {}
+        configurable = {
+            **(assistant_config.get("configurable") or {}),
+            **(thread["config"].get("configurable", {}) if thread else {}),
+            **{k: v for k, v in (request_configurable or context).items()
+               if k not in _RESERVED_CONFIGURABLE},
+        }  # fmt: skip
+        if context and not request_configurable:
+            configurable["__context_provided__"] = True
+        checkpoint_id = body.checkpoint_id or (body.checkpoint and body.checkpoint.checkpoint_id)
+        configurable.update(
+            run_id=run_id,
+            user_id="",
+            graph_id=graph_id,
+            thread_id=thread_id,
+            assistant_id=assistant_id,
+            checkpoint_id=checkpoint_id,
+        )
+        if body.checkpoint and body.checkpoint.checkpoint_ns:
+            configurable["checkpoint_ns"] = body.checkpoint.checkpoint_ns
+        config = {
+            **{k: v for k, v in assistant_config.items() if k != "configurable"},
+            **request_config,
+            "metadata": metadata,
+            "configurable": configurable,
+        }
+        stream_mode = body.stream_mode or ["values"]
+        if isinstance(stream_mode, str):
+            stream_mode = [stream_mode]
+        durability = body.durability or ("exit" if body.checkpoint_during is False else "async")
+        kwargs: dict[str, Any] = {
+            "input": body.input,
+            "command": body.command.model_dump(exclude_none=True) if body.command else None,
+            "config": config,
+            "context": {**(assistant.get("context") or {}), **(context or request_configurable)},
+            "stream_mode": stream_mode,
+            "interrupt_before": body.interrupt_before,
+            "interrupt_after": body.interrupt_after,
+            "webhook": body.webhook,
+            "feedback_keys": body.feedback_keys,
+            "temporary": stateless and body.on_completion == "delete",
+            "subgraphs": body.stream_subgraphs,
+            "resumable": body.stream_resumable,
+            "checkpoint_during": durability != "exit",
+            "durability": durability,
+        }
+        now = serde.now()
+        created = now + timedelta(seconds=body.after_seconds or 0)
+        run = {
+            "run_id": run_id,
+            "thread_id": thread_id,
+            "assistant_id": assistant_id,
+            "created_at": created.isoformat(),
+            "updated_at": now.isoformat(),
+            "metadata": metadata,
+            "kwargs": kwargs,
+            "multitask_strategy": body.multitask_strategy,
+        }
+        run, inflight = await self.storage.create_run(
+            run,
+            thread_metadata={
+                **request_metadata,
+                **(body.metadata or {}),
+                "graph_id": graph_id,
+                "assistant_id": assistant_id,
+            }
+            if stateless or thread is None
+            else {"graph_id": graph_id, "assistant_id": assistant_id},
+            if_not_exists="create" if stateless else body.if_not_exists,
+            reject_if_busy=body.multitask_strategy == "reject",
+        )
+        if inflight and body.multitask_strategy in ("interrupt", "rollback"):
+            await self.cancel(thread_id, [r["run_id"] for r in inflight], body.multitask_strategy)
+        await self.broker.wake(created.timestamp() if body.after_seconds else None)
+        return run, inflight
+
+    async def cancel(self, thread_id: str, run_ids: list[str], action: str) -> list[Row]:
+        """Cancel in-flight runs: pending ones end now, running ones when their worker stops."""
+        runs = await self.storage.cancel_runs(thread_id, run_ids, action)
+        for run in runs:
+            if run["status"] == "running":
+                await self.broker.cancel(run["run_id"], action)
+            else:
+                await self.broker.end(run["run_id"], "interrupted")
+        if runs:
+            await self.broker.wake()
+        return runs
+
+
+def _validate(body: RunCreate, stateless: bool) -> None:
+    modes = [body.stream_mode] if isinstance(body.stream_mode, str) else body.stream_mode or []
+    unsupported = [m for m in modes if m not in SUPPORTED_MODES]
+    if unsupported:
+        raise Unprocessable(
+            f"Stream mode(s) not supported by this server yet: {', '.join(unsupported)}. "
+            f"Supported: {', '.join(sorted(SUPPORTED_MODES))}"
+        )
+    if body.command is not None and body.command.resume is not None and stateless:
+        raise BadRequest("You must provide a thread_id when resuming.")
+    if body.checkpoint_id is not None and parse_uuid(body.checkpoint_id) is None:
+        raise Unprocessable("Invalid checkpoint ID: must be a UUID")

@@ -1,0 +1,159 @@
+"""The wire shapes: request bodies as pydantic models (validated by the API, described in the
+OpenAPI document), the enums they use, and the errors every layer may raise."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
+RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
+MultitaskStrategy = Literal["reject", "rollback", "interrupt", "enqueue"]
+StreamMode = Literal[
+    "values", "messages", "messages-tuple", "tasks", "checkpoints", "updates", "events",
+    "debug", "custom",
+]  # fmt: skip
+Durability = Literal["sync", "async", "exit"]
+TERMINAL_RUN_STATUSES = ("success", "error", "timeout", "interrupted")
+
+
+class ApiError(Exception):
+    """An error with an HTTP status; the API answers ``{"detail": message}``."""
+
+    status_code = 400
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(ApiError):
+    status_code = 400
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class Conflict(ApiError):
+    status_code = 409
+
+
+class Unprocessable(ApiError):
+    status_code = 422
+
+
+class _Body(BaseModel):
+    # Unknown fields are accepted, as the official server does; clients newer than us still work.
+    model_config = ConfigDict(extra="allow")
+
+
+class CheckpointConfig(_Body):
+    thread_id: str | None = None
+    checkpoint_ns: str | None = None
+    checkpoint_id: str | None = None
+    checkpoint_map: dict[str, Any] | None = None
+
+
+class Send(_Body):
+    node: str
+    input: Any = None
+
+
+class Command(_Body):
+    update: dict[str, Any] | list[Any] | None = None
+    resume: Any = None
+    goto: Send | list[Send] | str | list[str] | None = None
+
+
+class RunConfig(_Body):
+    tags: list[str] | None = None
+    recursion_limit: int | None = None
+    configurable: dict[str, Any] | None = None
+
+
+class RunCreate(_Body):
+    """A run on a thread (``/threads/{id}/runs*``) or stateless (``/runs*``)."""
+
+    assistant_id: str
+    input: dict[str, Any] | list[Any] | str | int | float | bool | None = None
+    command: Command | None = None
+    checkpoint: CheckpointConfig | None = None
+    checkpoint_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    config: RunConfig | None = None
+    context: dict[str, Any] | None = None
+    webhook: str | None = Field(default=None, min_length=1, max_length=65536)
+    interrupt_before: Literal["*"] | list[str] | None = None
+    interrupt_after: Literal["*"] | list[str] | None = None
+    stream_mode: StreamMode | list[StreamMode] | None = None
+    stream_subgraphs: bool = False
+    stream_resumable: bool = False
+    feedback_keys: list[str] | None = None
+    multitask_strategy: MultitaskStrategy = "enqueue"
+    if_not_exists: Literal["create", "reject"] = "reject"
+    on_completion: Literal["delete", "keep"] = "delete"
+    on_disconnect: Literal["cancel", "continue"] = "continue"
+    after_seconds: float | None = Field(default=None, ge=0)
+    checkpoint_during: bool | None = None
+    durability: Durability | None = None
+
+
+class ThreadCreate(_Body):
+    thread_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    if_exists: Literal["raise", "do_nothing"] = "raise"
+
+
+class ThreadPatch(_Body):
+    metadata: dict[str, Any] | None = None
+
+
+class ThreadSearch(_Body):
+    ids: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    values: dict[str, Any] | None = None
+    status: ThreadStatus | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    sort_by: Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] = (
+        "updated_at"
+    )
+    sort_order: Literal["asc", "desc"] = "desc"
+    select: list[
+        Literal[
+            "thread_id", "created_at", "updated_at", "state_updated_at", "metadata", "config",
+            "status", "values", "interrupts", "error",
+        ]
+    ] | None = None  # fmt: skip
+
+
+class ThreadStateUpdate(_Body):
+    values: dict[str, Any] | list[Any] | None = None
+    checkpoint: CheckpointConfig | None = None
+    checkpoint_id: str | None = None
+    as_node: str | None = None
+
+
+class ThreadStateSearch(_Body):
+    limit: int = Field(default=1, ge=1, le=1000)
+    before: CheckpointConfig | str | None = None
+    metadata: dict[str, Any] | None = None
+    checkpoint: CheckpointConfig | None = None
+
+
+class AssistantSearch(_Body):
+    metadata: dict[str, Any] | None = None
+    graph_id: str | None = None
+    name: str | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    sort_by: Literal["assistant_id", "created_at", "updated_at", "name", "graph_id"] = "created_at"
+    sort_order: Literal["asc", "desc"] = "desc"
+    select: list[
+        Literal[
+            "assistant_id", "graph_id", "name", "description", "config", "context",
+            "created_at", "updated_at", "metadata", "version",
+        ]
+    ] | None = None  # fmt: skip

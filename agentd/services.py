@@ -1,0 +1,60 @@
+"""The parts of a running agentd, wired together once for the chosen backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from agentd.broker.memory import MemoryBroker
+from agentd.config import Settings
+from agentd.graphs import GraphRegistry
+from agentd.runs.executor import Executor
+from agentd.runs.service import RunService
+from agentd.runs.worker import Worker
+from agentd.state import ThreadStates
+from agentd.storage.sqlite import SqliteStorage
+
+
+@dataclass
+class Services:
+    settings: Settings
+    storage: SqliteStorage
+    broker: MemoryBroker
+    graphs: GraphRegistry
+    runs: RunService
+    states: ThreadStates
+    worker: Worker
+
+
+def _run_timeout() -> float | None:
+    value = os.environ.get("BG_JOB_TIMEOUT_SECS")
+    return float(value) if value else None
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncIterator[Services]:
+    storage = SqliteStorage(settings.sqlite_path)
+    await storage.open()
+    try:
+        await storage.sync_default_assistants(graphs.default_assistants())
+        broker = MemoryBroker()
+        executor = Executor(storage, broker, graphs, timeout=_run_timeout())
+        worker = Worker(storage, broker, executor, settings.jobs)
+        services = Services(
+            settings=settings,
+            storage=storage,
+            broker=broker,
+            graphs=graphs,
+            runs=RunService(storage, broker, graphs),
+            states=ThreadStates(storage, graphs),
+            worker=worker,
+        )
+        await worker.start()
+        try:
+            yield services
+        finally:
+            await worker.stop()
+    finally:
+        await storage.close()

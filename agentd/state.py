@@ -1,0 +1,194 @@
+"""Thread state through LangGraph itself: read (latest, at a checkpoint, history) and update,
+shaped as the Agent Server's ``ThreadState``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from langgraph.types import StateSnapshot
+
+from agentd import serde
+from agentd.graphs import GraphRegistry
+from agentd.schemas import BadRequest, CheckpointConfig, Conflict, NotFound
+from agentd.storage.base import Row, Storage
+
+EMPTY_STATE: dict[str, Any] = {
+    "values": {},
+    "next": [],
+    "tasks": [],
+    "metadata": None,
+    "created_at": None,
+    "checkpoint": None,
+    "parent_checkpoint": None,
+    "interrupts": [],
+    "checkpoint_id": None,
+    "parent_checkpoint_id": None,
+}
+
+
+class ThreadStates:
+    def __init__(self, storage: Storage, graphs: GraphRegistry):
+        self.storage = storage
+        self.graphs = graphs
+
+    def _graph_id(self, thread: Row) -> str | None:
+        graph_id = (thread.get("metadata") or {}).get("graph_id")
+        if graph_id is not None and graph_id not in self.graphs:
+            raise NotFound(f"Graph '{graph_id}' of thread {thread['thread_id']} is not served here")
+        return graph_id
+
+    def _config(self, thread: Row, checkpoint: CheckpointConfig | None = None) -> dict[str, Any]:
+        configurable: dict[str, Any] = {
+            **(thread.get("config") or {}).get("configurable", {}),
+            "thread_id": thread["thread_id"],
+            "checkpoint_ns": "",
+        }
+        if checkpoint is not None:
+            for key in ("checkpoint_ns", "checkpoint_id", "checkpoint_map"):
+                value = getattr(checkpoint, key)
+                if value is not None:
+                    configurable[key] = value
+        return {"configurable": configurable}
+
+    async def get(
+        self, thread: Row, *, checkpoint: CheckpointConfig | None = None, subgraphs: bool = False
+    ) -> dict[str, Any]:
+        graph_id = self._graph_id(thread)
+        if graph_id is None:
+            return dict(EMPTY_STATE)
+        config = self._config(thread, checkpoint)
+        async with self.graphs.bound(
+            graph_id, config, self.storage.checkpointer, self.storage.store
+        ) as graph:
+            snapshot = await graph.aget_state(config, subgraphs=subgraphs)
+            if snapshot.created_at is None:
+                if checkpoint is not None and checkpoint.checkpoint_id:
+                    raise NotFound(f"Checkpoint {checkpoint.checkpoint_id} not found")
+                return dict(EMPTY_STATE)
+            parent = None
+            if snapshot.parent_config and snapshot.metadata.get("source") == "loop":
+                parent = await graph.aget_state(snapshot.parent_config)
+        return snapshot_to_wire(snapshot, parent)
+
+    async def history(
+        self,
+        thread: Row,
+        *,
+        limit: int,
+        before: CheckpointConfig | None,
+        metadata: dict[str, Any] | None,
+        checkpoint: CheckpointConfig | None,
+    ) -> list[dict[str, Any]]:
+        graph_id = self._graph_id(thread)
+        if graph_id is None:
+            return []
+        config = self._config(thread, checkpoint)
+        before_config = self._config(thread, before) if before else None
+        async with self.graphs.bound(
+            graph_id, config, self.storage.checkpointer, self.storage.store
+        ) as graph:
+            # One extra snapshot gives the oldest item its parent (for its ``writes``).
+            snapshots = [
+                s
+                async for s in graph.aget_state_history(
+                    config, filter=metadata or None, before=before_config, limit=limit + 1
+                )
+            ]
+        out = []
+        for i, snapshot in enumerate(snapshots[:limit]):
+            parent = snapshots[i + 1] if i + 1 < len(snapshots) else None
+            if parent is not None and parent.config != snapshot.parent_config:
+                parent = None
+            out.append(snapshot_to_wire(snapshot, parent))
+        return out
+
+    async def update(
+        self,
+        thread: Row,
+        *,
+        values: Any,
+        as_node: str | None,
+        checkpoint: CheckpointConfig | None,
+    ) -> dict[str, Any]:
+        thread_id = thread["thread_id"]
+        if thread["status"] == "busy":
+            raise Conflict(f"Thread {thread_id} has in-flight runs; update its state when idle")
+        graph_id = self._graph_id(thread)
+        if graph_id is None:
+            raise BadRequest(
+                f"Thread '{thread_id}' has no assigned graph ID: run it with an assistant first"
+            )
+        config = self._config(thread, checkpoint)
+        async with self.graphs.bound(
+            graph_id, config, self.storage.checkpointer, self.storage.store
+        ) as graph:
+            try:
+                new_config = await graph.aupdate_state(config, values, as_node=as_node)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise BadRequest(f"{type(exc).__name__}: {exc}") from exc
+            snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        interrupts = {t.id: list(t.interrupts) for t in snapshot.tasks if t.interrupts}
+        await self.storage.set_thread_state(
+            thread_id,
+            orjson.Fragment(serde.dumps(snapshot.values)),
+            orjson.Fragment(serde.dumps(interrupts)),
+            "interrupted" if snapshot.next or interrupts else "idle",
+        )
+        checkpoint_out = _checkpoint(new_config)
+        return {
+            "checkpoint": checkpoint_out,
+            "configurable": checkpoint_out,
+            "checkpoint_id": checkpoint_out["checkpoint_id"] if checkpoint_out else None,
+        }
+
+
+def _checkpoint(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not config:
+        return None
+    c = config["configurable"]
+    out = {
+        "checkpoint_id": c.get("checkpoint_id"),
+        "thread_id": c.get("thread_id"),
+        "checkpoint_ns": c.get("checkpoint_ns", ""),
+    }
+    if c.get("checkpoint_map"):
+        out["checkpoint_map"] = c["checkpoint_map"]
+    return out
+
+
+def _task(task: Any) -> dict[str, Any]:
+    state = task.state
+    return {
+        "id": task.id,
+        "name": task.name,
+        "path": list(task.path),
+        "error": serde.error_payload(task.error) if isinstance(task.error, BaseException)
+        else task.error,
+        "interrupts": list(task.interrupts),
+        "checkpoint": _checkpoint(state) if isinstance(state, dict) else None,
+        "state": snapshot_to_wire(state) if isinstance(state, StateSnapshot) else None,
+        "result": task.result,
+    }  # fmt: skip
+
+
+def snapshot_to_wire(s: StateSnapshot, parent: StateSnapshot | None = None) -> dict[str, Any]:
+    metadata = dict(s.metadata or {})
+    if "writes" not in metadata:
+        # LangGraph 1.x no longer stores a checkpoint's writes; they are its parent's task results.
+        writes = {t.name: t.result for t in parent.tasks if t.result is not None} if parent else {}
+        metadata["writes"] = writes or None
+    checkpoint = _checkpoint(s.config)
+    parent_checkpoint = _checkpoint(s.parent_config)
+    return {
+        "values": s.values,
+        "next": list(s.next),
+        "tasks": [_task(t) for t in s.tasks],
+        "metadata": metadata,
+        "created_at": s.created_at,
+        "checkpoint": checkpoint,
+        "parent_checkpoint": parent_checkpoint,
+        "interrupts": list(s.interrupts),
+        "checkpoint_id": checkpoint["checkpoint_id"] if checkpoint else None,
+        "parent_checkpoint_id": parent_checkpoint["checkpoint_id"] if parent_checkpoint else None,
+    }

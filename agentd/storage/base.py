@@ -1,0 +1,104 @@
+"""The interface every storage backend implements. Rows come back as wire-shaped dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+
+
+class Storage(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # Assistants
+    async def sync_default_assistants(self, assistants: Sequence[Row]) -> None: ...
+    async def get_assistant(self, assistant_id: str) -> Row | None: ...
+    async def search_assistants(
+        self,
+        *,
+        graph_id: str | None,
+        metadata: Row | None,
+        name: str | None,
+        limit: int,
+        offset: int,
+        sort_by: str,
+        sort_order: str,
+    ) -> tuple[list[Row], int]: ...
+
+    # Threads
+    async def create_thread(self, thread_id: str, metadata: Row, if_exists: str) -> Row: ...
+    async def get_thread(self, thread_id: str) -> Row | None: ...
+    async def update_thread(self, thread_id: str, metadata: Row) -> Row | None: ...
+    async def delete_thread(self, thread_id: str) -> bool: ...
+    async def search_threads(
+        self,
+        *,
+        ids: Sequence[str] | None,
+        metadata: Row | None,
+        values: Row | None,
+        status: str | None,
+        limit: int,
+        offset: int,
+        sort_by: str,
+        sort_order: str,
+    ) -> tuple[list[Row], int]: ...
+    async def set_thread_state(
+        self, thread_id: str, values: Any, interrupts: Row, status: str
+    ) -> None: ...
+
+    # Runs and the queue
+    async def create_run(
+        self,
+        run: Row,
+        *,
+        thread_metadata: Row,
+        if_not_exists: str,
+        reject_if_busy: bool,
+    ) -> tuple[Row, list[Row]]:
+        """Insert a pending run (creating its thread if asked) in one transaction.
+
+        Returns the run and the other in-flight runs of its thread. Raises NotFound for a
+        missing thread with ``if_not_exists="reject"``, Conflict when ``reject_if_busy`` and the
+        thread has a pending or running run."""
+        ...
+
+    async def get_run(self, thread_id: str | None, run_id: str) -> Row | None: ...
+    async def list_runs(
+        self, thread_id: str, *, limit: int, offset: int, status: str | None
+    ) -> list[Row]: ...
+    async def delete_run(self, thread_id: str, run_id: str) -> bool: ...
+    async def claim_run(self) -> Row | None:
+        """Mark the oldest due pending run whose thread has no running run as running."""
+        ...
+
+    async def next_due_at(self) -> float | None:
+        """Epoch seconds of the earliest pending run that is not due yet."""
+        ...
+
+    async def requeue_running(self) -> int:
+        """Put runs left running by a dead process back to pending (embedded mode only)."""
+        ...
+
+    async def finish_run(
+        self,
+        run_id: str,
+        thread_id: str,
+        status: str,
+        *,
+        thread_status: str,
+        values: Any,
+        interrupts: Row | None,
+        error: Row | None,
+        delete: bool = False,
+    ) -> None:
+        """End a run and write its outcome to the thread; ``delete`` drops a temporary
+        thread and its runs instead."""
+        ...
+
+    async def requeue_run(self, run_id: str) -> None: ...
+    async def cancel_runs(self, thread_id: str, run_ids: Sequence[str], action: str) -> list[Row]:
+        """Mark pending/running runs interrupted (or delete them on rollback); returns the
+        runs that were in flight before."""
+        ...

@@ -1,0 +1,64 @@
+-- agentd's own tables on the embedded backend. LangGraph's AsyncSqliteSaver keeps its
+-- `checkpoints` and `writes` tables in the same file.
+-- Timestamps are ISO-8601 UTC strings, which sort in time order. JSON columns hold JSON text.
+
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+
+CREATE TABLE IF NOT EXISTS assistants (
+    assistant_id TEXT PRIMARY KEY,
+    graph_id     TEXT NOT NULL,
+    config       TEXT NOT NULL DEFAULT '{}',
+    context      TEXT NOT NULL DEFAULT '{}',
+    metadata     TEXT NOT NULL DEFAULT '{}',
+    name         TEXT NOT NULL,
+    description  TEXT,
+    version      INTEGER NOT NULL DEFAULT 1,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS assistants_graph ON assistants (graph_id, created_at);
+
+CREATE TABLE IF NOT EXISTS assistant_versions (
+    assistant_id TEXT NOT NULL REFERENCES assistants (assistant_id) ON DELETE CASCADE,
+    version      INTEGER NOT NULL,
+    graph_id     TEXT NOT NULL,
+    config       TEXT NOT NULL DEFAULT '{}',
+    context      TEXT NOT NULL DEFAULT '{}',
+    metadata     TEXT NOT NULL DEFAULT '{}',
+    name         TEXT NOT NULL,
+    description  TEXT,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (assistant_id, version)
+);
+
+CREATE TABLE IF NOT EXISTS threads (
+    thread_id        TEXT PRIMARY KEY,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    state_updated_at TEXT NOT NULL,
+    metadata         TEXT NOT NULL DEFAULT '{}',
+    status           TEXT NOT NULL DEFAULT 'idle',
+    config           TEXT NOT NULL DEFAULT '{}',
+    "values"         TEXT,
+    interrupts       TEXT,
+    error            TEXT
+);
+CREATE INDEX IF NOT EXISTS threads_updated ON threads (updated_at);
+CREATE INDEX IF NOT EXISTS threads_status ON threads (status, updated_at);
+
+-- The run queue: a run is claimable when pending, due, and its thread has no running run.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id             TEXT PRIMARY KEY,
+    thread_id          TEXT NOT NULL REFERENCES threads (thread_id) ON DELETE CASCADE,
+    assistant_id       TEXT NOT NULL,
+    created_at         TEXT NOT NULL,
+    updated_at         TEXT NOT NULL,
+    metadata           TEXT NOT NULL DEFAULT '{}',
+    status             TEXT NOT NULL,
+    kwargs             TEXT NOT NULL,
+    multitask_strategy TEXT NOT NULL,
+    attempt            INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id, created_at);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_at);
+CREATE INDEX IF NOT EXISTS runs_thread_status ON runs (thread_id, status);

@@ -1,0 +1,642 @@
+"""The embedded backend: one SQLite file (WAL) holds agentd's tables, LangGraph's checkpoints
+(``AsyncSqliteSaver``) and its store (``AsyncSqliteStore``).
+
+agentd's own queries run on one connection owned by one thread: each transaction is a plain
+function executed there, so a transaction costs one thread hop and needs no lock. One process
+owns the file (``agentd.lock``), which is what makes the start-up requeue of ``running`` runs
+safe."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import orjson
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+from agentd.schemas import Conflict, NotFound
+from agentd.storage.base import Row
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+_INFLIGHT = ("pending", "running")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _json(value: str | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+class StorageLocked(Exception):
+    pass
+
+
+class SqliteStorage:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL"):
+        self.path = path
+        self._synchronous = synchronous
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="agentd-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._saver_conn: aiosqlite.Connection | None = None
+        self._store_conn: aiosqlite.Connection | None = None
+        self.checkpointer: AsyncSqliteSaver | None = None
+        self.store: AsyncSqliteStore | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._acquire_file_lock()
+        await self._run(self._open_sync)
+        # LangGraph's own checkpointer and store, each on its own connection to the same file.
+        self._saver_conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._configure_async(self._saver_conn)
+        self.checkpointer = AsyncSqliteSaver(self._saver_conn)
+        await self.checkpointer.setup()
+        self._store_conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._configure_async(self._store_conn)
+        self.store = AsyncSqliteStore(self._store_conn)
+        await self.store.setup()
+
+    async def close(self) -> None:
+        for conn in (self._saver_conn, self._store_conn):
+            if conn is not None:
+                await conn.close()
+        if self._conn is not None:
+            await self._run(self._conn.close)
+            self._conn = None
+        self._pool.shutdown(wait=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _acquire_file_lock(self) -> None:
+        lock_path = self.path.parent / "agentd.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageLocked(
+                f"{self.path.parent} is in use by another agentd process; "
+                "the embedded backend serves one process (use --database-url to scale out)"
+            ) from None
+        self._lock_fd = fd
+
+    async def _configure_async(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute("PRAGMA busy_timeout = 30000")
+        await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+
+    def _open_sync(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA foreign_keys = ON")
+        schema = resources.files("agentd.storage").joinpath("sql/sqlite.sql").read_text()
+        conn.executescript(schema)
+        if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
+            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        self._conn = conn
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
+        """Wrap ``fn`` in a write transaction (run on the storage thread)."""
+
+        def run() -> T:
+            conn = self._conn
+            assert conn is not None
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return run
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._tx(fn))
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            assert self._conn is not None
+            return fn(self._conn)
+
+        return await self._run(run)
+
+    # ---------------------------------------------------------------- assistants
+
+    async def sync_default_assistants(self, assistants: Sequence[Row]) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            now = _now()
+            for a in assistants:
+                conn.execute(
+                    "INSERT INTO assistants (assistant_id, graph_id, config, context, metadata,"
+                    " name, description, version, created_at, updated_at)"
+                    " VALUES (?, ?, '{}', '{}', ?, ?, ?, 1, ?, ?)"
+                    " ON CONFLICT (assistant_id) DO UPDATE SET name = excluded.name,"
+                    " description = excluded.description",
+                    (a["assistant_id"], a["graph_id"], _dumps({"created_by": "system"}),
+                     a["name"], a["description"], now, now),
+                )  # fmt: skip
+                conn.execute(
+                    "INSERT OR IGNORE INTO assistant_versions (assistant_id, version, graph_id,"
+                    " config, context, metadata, name, description, created_at)"
+                    " VALUES (?, 1, ?, '{}', '{}', ?, ?, ?, ?)",
+                    (a["assistant_id"], a["graph_id"], _dumps({"created_by": "system"}),
+                     a["name"], a["description"], now),
+                )  # fmt: skip
+
+        await self._write(tx)
+
+    async def get_assistant(self, assistant_id: str) -> Row | None:
+        def q(conn: sqlite3.Connection) -> Row | None:
+            row = conn.execute(
+                "SELECT * FROM assistants WHERE assistant_id = ?", (assistant_id,)
+            ).fetchone()
+            return _assistant(row) if row else None
+
+        return await self._read(q)
+
+    async def search_assistants(
+        self,
+        *,
+        graph_id: str | None,
+        metadata: Row | None,
+        name: str | None,
+        limit: int,
+        offset: int,
+        sort_by: str,
+        sort_order: str,
+    ) -> tuple[list[Row], int]:
+        where, args = [], []
+        if graph_id is not None:
+            where.append("graph_id = ?")
+            args.append(graph_id)
+        if name is not None:
+            where.append("instr(lower(name), lower(?)) > 0")
+            args.append(name)
+        _metadata_filter(metadata, where, args)
+        return await self._search("assistants", where, args, sort_by, sort_order, limit,
+                                  offset, _assistant)  # fmt: skip
+
+    # ---------------------------------------------------------------- threads
+
+    async def create_thread(self, thread_id: str, metadata: Row, if_exists: str) -> Row:
+        def tx(conn: sqlite3.Connection) -> Row:
+            row = conn.execute("SELECT * FROM threads WHERE thread_id = ?", (thread_id,)).fetchone()
+            if row is not None:
+                if if_exists == "do_nothing":
+                    return _thread(row)
+                raise Conflict(f"Thread with ID {thread_id} already exists")
+            now = _now()
+            row = conn.execute(
+                "INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at,"
+                " metadata, status, config) VALUES (?, ?, ?, ?, ?, 'idle', '{}') RETURNING *",
+                (thread_id, now, now, now, _dumps(metadata)),
+            ).fetchone()
+            return _thread(row)
+
+        return await self._write(tx)
+
+    async def get_thread(self, thread_id: str) -> Row | None:
+        def q(conn: sqlite3.Connection) -> Row | None:
+            row = conn.execute("SELECT * FROM threads WHERE thread_id = ?", (thread_id,)).fetchone()
+            return _thread(row) if row else None
+
+        return await self._read(q)
+
+    async def update_thread(self, thread_id: str, metadata: Row) -> Row | None:
+        def tx(conn: sqlite3.Connection) -> Row | None:
+            row = conn.execute(
+                "SELECT metadata FROM threads WHERE thread_id = ?", (thread_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            merged = {**_json(row["metadata"]), **metadata}
+            row = conn.execute(
+                "UPDATE threads SET metadata = ?, updated_at = ? WHERE thread_id = ? RETURNING *",
+                (_dumps(merged), _now(), thread_id),
+            ).fetchone()
+            return _thread(row)
+
+        return await self._write(tx)
+
+    async def delete_thread(self, thread_id: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            deleted = conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,)).rowcount
+            # Checkpoints live in the same file: they go in the same transaction.
+            conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread_id,))
+            conn.execute("DELETE FROM writes WHERE thread_id = ?", (thread_id,))
+            return deleted > 0
+
+        return await self._write(tx)
+
+    async def search_threads(
+        self,
+        *,
+        ids: Sequence[str] | None,
+        metadata: Row | None,
+        values: Row | None,
+        status: str | None,
+        limit: int,
+        offset: int,
+        sort_by: str,
+        sort_order: str,
+    ) -> tuple[list[Row], int]:
+        where: list[str] = []
+        args: list[Any] = []
+        if ids is not None:
+            where.append(f"thread_id IN ({','.join('?' * len(ids))})" if ids else "0")
+            args.extend(ids)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        _metadata_filter(metadata, where, args)
+        _metadata_filter(values, where, args, column='"values"')
+        return await self._search("threads", where, args, sort_by, sort_order, limit, offset,
+                                  _thread)  # fmt: skip
+
+    async def set_thread_state(
+        self, thread_id: str, values: Any, interrupts: Row, status: str
+    ) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            now = _now()
+            conn.execute(
+                'UPDATE threads SET "values" = ?, interrupts = ?, updated_at = ?,'
+                " state_updated_at = ?, status = CASE WHEN status = 'busy' THEN status ELSE ? END"
+                " WHERE thread_id = ?",
+                (_dumps(values), _dumps(interrupts), now, now, status, thread_id),
+            )
+
+        await self._write(tx)
+
+    async def _search(
+        self,
+        table: str,
+        where: list[str],
+        args: list[Any],
+        sort_by: str,
+        sort_order: str,
+        limit: int,
+        offset: int,
+        convert: Callable[[sqlite3.Row], Row],
+    ) -> tuple[list[Row], int]:
+        # sort_by and sort_order are validated against fixed literals by the API schemas.
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order = "ASC" if sort_order == "asc" else "DESC"
+
+        def q(conn: sqlite3.Connection) -> tuple[list[Row], int]:
+            total = conn.execute(f"SELECT count(*) FROM {table}{clause}", args).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT * FROM {table}{clause} ORDER BY {sort_by} {order}, rowid {order}"
+                " LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+            return [convert(r) for r in rows], total
+
+        return await self._read(q)
+
+    # ---------------------------------------------------------------- runs
+
+    async def create_run(
+        self,
+        run: Row,
+        *,
+        thread_metadata: Row,
+        if_not_exists: str,
+        reject_if_busy: bool,
+    ) -> tuple[Row, list[Row]]:
+        thread_id = run["thread_id"]
+
+        def tx(conn: sqlite3.Connection) -> tuple[Row, list[Row]]:
+            now = _now()
+            thread = conn.execute(
+                "SELECT metadata, status FROM threads WHERE thread_id = ?", (thread_id,)
+            ).fetchone()
+            inflight: list[Row] = []
+            if thread is None:
+                if if_not_exists != "create":
+                    raise NotFound(f"Thread with ID {thread_id} not found")
+                conn.execute(
+                    "INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at,"
+                    " metadata, status, config) VALUES (?, ?, ?, ?, ?, 'busy', '{}')",
+                    (thread_id, now, now, now, _dumps(thread_metadata)),
+                )
+            else:
+                inflight = [
+                    _run(r)
+                    for r in conn.execute(
+                        "SELECT * FROM runs WHERE thread_id = ? AND status IN (?, ?)"
+                        " ORDER BY created_at",
+                        (thread_id, *_INFLIGHT),
+                    )
+                ]
+                if inflight and reject_if_busy:
+                    raise Conflict(
+                        "Thread is already running a task. Wait for it to finish or choose a "
+                        "different multitask strategy."
+                    )
+                metadata = _json(thread["metadata"])
+                if thread["status"] != "busy":
+                    metadata = {**metadata, **thread_metadata}
+                conn.execute(
+                    "UPDATE threads SET status = 'busy', metadata = ?, updated_at = ?"
+                    " WHERE thread_id = ?",
+                    (_dumps(metadata), now, thread_id),
+                )
+            row = conn.execute(
+                "INSERT INTO runs (run_id, thread_id, assistant_id, created_at, updated_at,"
+                " metadata, status, kwargs, multitask_strategy)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING *",
+                (run["run_id"], thread_id, run["assistant_id"], run["created_at"],
+                 run["updated_at"], _dumps(run["metadata"]), _dumps(run["kwargs"]),
+                 run["multitask_strategy"]),
+            ).fetchone()  # fmt: skip
+            return _run(row), inflight
+
+        return await self._write(tx)
+
+    async def get_run(self, thread_id: str | None, run_id: str) -> Row | None:
+        def q(conn: sqlite3.Connection) -> Row | None:
+            if thread_id is None:
+                row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT * FROM runs WHERE run_id = ? AND thread_id = ?", (run_id, thread_id)
+                ).fetchone()
+            return _run(row) if row else None
+
+        return await self._read(q)
+
+    async def list_runs(
+        self, thread_id: str, *, limit: int, offset: int, status: str | None
+    ) -> list[Row]:
+        sql = "SELECT * FROM runs WHERE thread_id = ?"
+        args: list[Any] = [thread_id]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
+        args += [limit, offset]
+
+        def q(conn: sqlite3.Connection) -> list[Row]:
+            return [_run(r) for r in conn.execute(sql, args)]
+
+        return await self._read(q)
+
+    async def delete_run(self, thread_id: str, run_id: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            n = conn.execute(
+                "DELETE FROM runs WHERE run_id = ? AND thread_id = ?", (run_id, thread_id)
+            ).rowcount
+            if n:
+                _delete_run_checkpoints(conn, thread_id, run_id)
+            return n > 0
+
+        return await self._write(tx)
+
+    async def claim_run(self) -> Row | None:
+        def tx(conn: sqlite3.Connection) -> Row | None:
+            now = _now()
+            row = conn.execute(
+                "UPDATE runs SET status = 'running', attempt = attempt + 1, updated_at = ?"
+                " WHERE run_id = (SELECT r.run_id FROM runs r"
+                "   WHERE r.status = 'pending' AND r.created_at <= ?"
+                "   AND NOT EXISTS (SELECT 1 FROM runs x"
+                "                   WHERE x.thread_id = r.thread_id AND x.status = 'running')"
+                "   ORDER BY r.created_at LIMIT 1)"
+                " RETURNING *",
+                (now, now),
+            ).fetchone()
+            return _run(row) if row else None
+
+        return await self._write(tx)
+
+    async def next_due_at(self) -> float | None:
+        def q(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT min(created_at) FROM runs WHERE status = 'pending' AND created_at > ?",
+                (_now(),),
+            ).fetchone()
+            return datetime.fromisoformat(row[0]).timestamp() if row[0] else None
+
+        return await self._read(q)
+
+    async def requeue_running(self) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE runs SET status = 'pending', updated_at = ? WHERE status = 'running'",
+                (_now(),),
+            ).rowcount
+
+        return await self._write(tx)
+
+    async def requeue_run(self, run_id: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE runs SET status = 'pending', updated_at = ?"
+                " WHERE run_id = ? AND status = 'running'",
+                (_now(), run_id),
+            )
+
+        await self._write(tx)
+
+    async def finish_run(
+        self,
+        run_id: str,
+        thread_id: str,
+        status: str,
+        *,
+        thread_status: str,
+        values: Any,
+        interrupts: Row | None,
+        error: Row | None,
+        delete: bool = False,
+        rollback: bool = False,
+    ) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            now = _now()
+            if delete:
+                conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
+                conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread_id,))
+                conn.execute("DELETE FROM writes WHERE thread_id = ?", (thread_id,))
+                return
+            if rollback:
+                conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                _delete_run_checkpoints(conn, thread_id, run_id)
+            else:
+                conn.execute(
+                    "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?",
+                    (status, now, run_id),
+                )
+            sets = [
+                "status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = ?"
+                " AND status IN ('pending', 'running')) THEN 'busy' ELSE ? END",
+                "updated_at = ?",
+                "error = ?",
+            ]
+            args: list[Any] = [thread_id, thread_status, now, _dumps(error) if error else None]
+            if values is not None:
+                sets += ['"values" = ?', "interrupts = ?", "state_updated_at = ?"]
+                args += [_dumps(values), _dumps(interrupts or {}), now]
+            conn.execute(f"UPDATE threads SET {', '.join(sets)} WHERE thread_id = ?",
+                         [*args, thread_id])  # fmt: skip
+
+        await self._write(tx)
+
+    async def cancel_runs(self, thread_id: str, run_ids: Sequence[str], action: str) -> list[Row]:
+        def tx(conn: sqlite3.Connection) -> list[Row]:
+            marks = ",".join("?" * len(run_ids))
+            rows = [
+                _run(r)
+                for r in conn.execute(
+                    f"SELECT * FROM runs WHERE thread_id = ? AND run_id IN ({marks})"
+                    " AND status IN ('pending', 'running')",
+                    (thread_id, *run_ids),
+                )
+            ]
+            now = _now()
+            # Pending runs end here; running ones end when their worker has unwound.
+            pending = [r["run_id"] for r in rows if r["status"] == "pending"]
+            if pending:
+                marks = ",".join("?" * len(pending))
+                if action == "rollback":
+                    conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", pending)
+                else:
+                    conn.execute(
+                        f"UPDATE runs SET status = 'interrupted', updated_at = ?"
+                        f" WHERE run_id IN ({marks})",
+                        (now, *pending),
+                    )
+                conn.execute(
+                    "UPDATE threads SET status = 'idle', updated_at = ? WHERE thread_id = ?"
+                    " AND NOT EXISTS (SELECT 1 FROM runs WHERE thread_id = ?"
+                    " AND status IN ('pending', 'running'))",
+                    (now, thread_id, thread_id),
+                )
+            return rows
+
+        return await self._write(tx)
+
+    async def latest_checkpoint_run_id(self, thread_id: str) -> str | None:
+        """The run that wrote the thread's newest root checkpoint (for crash resume)."""
+
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT json_extract(CAST(metadata AS TEXT), '$.run_id') FROM checkpoints"
+                " WHERE thread_id = ? AND checkpoint_ns = '' ORDER BY checkpoint_id DESC LIMIT 1",
+                (thread_id,),
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._read(q)
+
+
+def _delete_run_checkpoints(conn: sqlite3.Connection, thread_id: str, run_id: str) -> None:
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ?"
+            " AND json_extract(CAST(metadata AS TEXT), '$.run_id') = ?",
+            (thread_id, run_id),
+        )
+    ]
+    for checkpoint_id in ids:
+        conn.execute(
+            "DELETE FROM writes WHERE thread_id = ? AND checkpoint_id = ?",
+            (thread_id, checkpoint_id),
+        )
+        conn.execute(
+            "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id = ?",
+            (thread_id, checkpoint_id),
+        )
+
+
+def _metadata_filter(
+    flt: Row | None, where: list[str], args: list[Any], column: str = "metadata"
+) -> None:
+    """JSON containment of ``flt`` in ``column``: every key must match (objects compared whole)."""
+    for key, value in (flt or {}).items():
+        path = '$."' + str(key).replace('"', '""') + '"'
+        if isinstance(value, (dict, list)):
+            where.append(f"json(json_extract({column}, ?)) = json(?)")
+            args += [path, _dumps(value)]
+        elif value is None:
+            where.append(f"json_type({column}, ?) = 'null'")
+            args.append(path)
+        elif isinstance(value, bool):
+            where.append(f"json_type({column}, ?) = ?")
+            args += [path, "true" if value else "false"]
+        else:
+            where.append(f"json_extract({column}, ?) = ?")
+            args += [path, value]
+
+
+def _thread(row: sqlite3.Row) -> Row:
+    return {
+        "thread_id": row["thread_id"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "state_updated_at": row["state_updated_at"],
+        "metadata": _json(row["metadata"]),
+        "status": row["status"],
+        "config": _json(row["config"]),
+        "values": _json(row["values"]),
+        "interrupts": _json(row["interrupts"]) or {},
+        "error": _json(row["error"]),
+    }
+
+
+def _run(row: sqlite3.Row) -> Row:
+    return {
+        "run_id": row["run_id"],
+        "thread_id": row["thread_id"],
+        "assistant_id": row["assistant_id"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "metadata": _json(row["metadata"]),
+        "status": row["status"],
+        "kwargs": _json(row["kwargs"]),
+        "multitask_strategy": row["multitask_strategy"],
+        "attempt": row["attempt"],
+    }
+
+
+def _assistant(row: sqlite3.Row) -> Row:
+    return {
+        "assistant_id": row["assistant_id"],
+        "graph_id": row["graph_id"],
+        "config": _json(row["config"]),
+        "context": _json(row["context"]),
+        "metadata": _json(row["metadata"]),
+        "name": row["name"],
+        "description": row["description"],
+        "version": row["version"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
