@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from langgraph.errors import InvalidUpdateError
 from langgraph.types import StateSnapshot
 
 from agentd import serde
@@ -125,7 +126,7 @@ class ThreadStates:
         ) as graph:
             try:
                 new_config = await graph.aupdate_state(config, values, as_node=as_node)
-            except (ValueError, KeyError, TypeError) as exc:
+            except (InvalidUpdateError, ValueError, KeyError, TypeError) as exc:
                 raise BadRequest(f"{type(exc).__name__}: {exc}") from exc
             snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
         interrupts = {t.id: list(t.interrupts) for t in snapshot.tasks if t.interrupts}
@@ -180,6 +181,9 @@ def snapshot_to_wire(s: StateSnapshot, parent: StateSnapshot | None = None) -> d
         metadata["writes"] = writes or None
     checkpoint = _checkpoint(s.config)
     parent_checkpoint = _checkpoint(s.parent_config)
+    if checkpoint is not None:
+        # LangGraph keeps thread_id out of checkpoint metadata; the Agent Server shows it.
+        metadata.setdefault("thread_id", checkpoint["thread_id"])
     return {
         "values": s.values,
         "next": list(s.next),

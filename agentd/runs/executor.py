@@ -148,7 +148,6 @@ def _graph_config(run: Row) -> dict[str, Any]:
     # Checkpoint metadata is built from these, so state and history can tell who wrote what.
     metadata = {
         **(stored.get("metadata") or {}),
-        "thread_id": run["thread_id"],
         "run_attempt": run["attempt"],
     }
     config = {**stored, "configurable": configurable, "metadata": metadata}

@@ -1,0 +1,102 @@
+"""Small graphs the test suite serves: each exercises one behaviour of the server."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import os
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+
+
+class EchoState(TypedDict, total=False):
+    value: Any
+    env: str
+
+
+async def _echo(state: EchoState) -> EchoState:
+    return {"value": state.get("value"), "env": os.environ.get("AGENTD_TEST_ENV", "")}
+
+
+echo = StateGraph(EchoState).add_node("echo", _echo).add_edge(START, "echo").compile()
+
+
+class FailState(TypedDict, total=False):
+    message: str
+
+
+async def _fail(state: FailState) -> FailState:
+    raise ValueError(state.get("message") or "kaboom")
+
+
+fail = StateGraph(FailState).add_node("fail", _fail).add_edge(START, "fail").compile()
+
+
+class StepsState(TypedDict, total=False):
+    done: Annotated[list[str], operator.add]
+    delay: float
+    marker: str
+
+
+def _step(name: str):
+    async def node(state: StepsState) -> StepsState:
+        delay = state.get("delay") or 0
+        marker = state.get("marker")
+        if marker:
+            # An external record of every execution of this node, so tests can count them.
+            with open(marker, "a") as f:
+                f.write(f"{name}:start\n")
+        await asyncio.sleep(delay)
+        if marker:
+            with open(marker, "a") as f:
+                f.write(f"{name}:end\n")
+        return {"done": [name]}
+
+    return node
+
+
+steps = (
+    StateGraph(StepsState)
+    .add_node("a", _step("a"))
+    .add_node("b", _step("b"))
+    .add_node("c", _step("c"))
+    .add_edge(START, "a")
+    .add_edge("a", "b")
+    .add_edge("b", "c")
+    .add_edge("c", END)
+    .compile()
+)
+
+
+class AskState(TypedDict, total=False):
+    question: str
+    answer: Any
+
+
+async def _ask(state: AskState) -> AskState:
+    answer = interrupt({"question": state.get("question", "ok?")})
+    return {"answer": answer}
+
+
+ask = StateGraph(AskState).add_node("ask", _ask).add_edge(START, "ask").compile()
+
+
+class FactoryState(TypedDict, total=False):
+    value: Any
+    model: str
+
+
+def make_graph(config: RunnableConfig):
+    """A graph factory: what it builds depends on the run's config."""
+    model = (config.get("configurable") or {}).get("model", "default")
+
+    async def node(state: FactoryState) -> FactoryState:
+        return {"value": state.get("value"), "model": model}
+
+    return StateGraph(FactoryState).add_node("n", node).add_edge(START, "n").compile()
+
+
+uncompiled = StateGraph(EchoState).add_node("echo", _echo).add_edge(START, "echo")

@@ -1,0 +1,125 @@
+"""Durability: runs the API acknowledged survive ``kill -9`` of the server and end once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from langgraph_sdk import get_client
+
+from tests.server import Server
+
+
+async def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_running_run_resumes_from_checkpoint_after_kill_9(tmp_path: Path) -> None:
+    marker = tmp_path / "executions.log"
+    marker.touch()
+    server = Server(tmp_path / "data").start()
+    try:
+        client = get_client(url=server.url, api_key=None)
+        tid = (await client.threads.create())["thread_id"]
+        run = await client.runs.create(
+            tid, "steps", input={"done": [], "delay": 0.6, "marker": str(marker)}
+        )
+        # Kill while node b runs: a has finished and been checkpointed.
+        await _wait_for(lambda: "b:start" in marker.read_text())
+        server.kill()
+    finally:
+        server.kill()
+
+    restarted = Server(tmp_path / "data").start()
+    try:
+        client = get_client(url=restarted.url, api_key=None)
+        result = await client.runs.join(tid, run["run_id"])
+        assert result["done"] == ["a", "b", "c"]
+        done = await client.runs.get(tid, run["run_id"])
+        assert done["status"] == "success"
+        assert done["attempt"] == 2
+        lines = marker.read_text().split()
+        # a ran once (its checkpoint was kept); b started twice and finished once; c once.
+        assert lines.count("a:start") == 1 and lines.count("a:end") == 1
+        assert lines.count("b:start") == 2 and lines.count("b:end") == 1
+        assert lines.count("c:start") == 1 and lines.count("c:end") == 1
+        assert [r["run_id"] for r in await client.runs.list(tid)] == [run["run_id"]]
+        assert (await client.threads.get(tid))["status"] == "idle"
+    finally:
+        restarted.stop()
+    assert "requeued 1 run(s)" in restarted.log()
+
+
+async def test_pending_runs_survive_kill_9_and_run_in_order(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", jobs=2).start()
+    try:
+        client = get_client(url=server.url, api_key=None)
+        tid = (await client.threads.create())["thread_id"]
+        queued = [
+            await client.runs.create(tid, "steps", input={"done": [f"r{i}"], "delay": 0.3})
+            for i in range(3)
+        ]
+        others = []
+        for i in range(4):
+            t = (await client.threads.create())["thread_id"]
+            others.append(await client.runs.create(t, "echo", input={"value": i}, after_seconds=1))
+        server.kill()  # the API has acknowledged every run above
+    finally:
+        server.kill()
+
+    restarted = Server(tmp_path / "data", jobs=2).start()
+    try:
+        client = get_client(url=restarted.url, api_key=None)
+        for run in queued + others:
+            await client.runs.join(run["thread_id"], run["run_id"])
+            assert (await client.runs.get(run["thread_id"], run["run_id"]))["status"] == "success"
+        state = await client.threads.get_state(tid)
+        assert state["values"]["done"] == [
+            "r0", "a", "b", "c", "r1", "a", "b", "c", "r2", "a", "b", "c",
+        ]  # fmt: skip
+        for i, run in enumerate(others):
+            assert (await client.threads.get(run["thread_id"]))["values"]["value"] == i
+    finally:
+        restarted.stop()
+
+
+async def test_graceful_stop_requeues_running_run(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data").start()
+    try:
+        client = get_client(url=server.url, api_key=None)
+        tid = (await client.threads.create())["thread_id"]
+        run = await client.runs.create(tid, "steps", input={"done": [], "delay": 0.5})
+        await asyncio.sleep(0.3)
+        server.stop()  # SIGTERM: uvicorn shuts down, then re-raises the signal
+        assert "Application shutdown complete" in server.log()
+    finally:
+        server.kill()
+    restarted = Server(tmp_path / "data").start()
+    try:
+        client = get_client(url=restarted.url, api_key=None)
+        result = await client.runs.join(tid, run["run_id"])
+        assert result["done"] == ["a", "b", "c"]
+        assert (await client.runs.get(tid, run["run_id"]))["status"] == "success"
+    finally:
+        restarted.stop()
+    # The shutdown itself handed the run back: nothing was left running for start-up to fix.
+    assert "requeued" not in restarted.log()
+
+
+async def test_second_server_on_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data").start()
+    try:
+        second = Server(tmp_path / "data")
+        try:
+            second.start(timeout=15)
+            raise AssertionError("a second server started on a data dir in use")
+        except RuntimeError as exc:
+            assert "in use by another agentd process" in str(exc)
+        finally:
+            second.kill()
+    finally:
+        server.stop()
