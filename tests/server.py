@@ -50,7 +50,7 @@ class Server:
                 "--data-dir", str(self.data_dir)]  # fmt: skip
         if self.jobs:
             args += ["--jobs", str(self.jobs)]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
+        log = open(self.log_path, "ab")  # the child process writes to it
         self.proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, cwd=ROOT
         )

@@ -83,8 +83,7 @@ async def delete_thread(thread_id: str, request: Request) -> Response:
     svc = services(request)
     thread = await get_thread_or_404(svc, thread_id)
     # Stop whatever still runs on it first, so no worker writes to a deleted thread.
-    inflight = await svc.storage.list_runs(thread["thread_id"], limit=1000, offset=0, status=None)
-    ids = [r["run_id"] for r in inflight if r["status"] in ("pending", "running")]
+    ids = [r["run_id"] for r in await svc.storage.inflight_runs(thread["thread_id"])]
     if ids:
         await svc.runs.cancel(thread["thread_id"], ids, "interrupt")
     await svc.storage.delete_thread(thread["thread_id"])

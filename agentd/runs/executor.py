@@ -18,6 +18,7 @@ from agentd.runs.streaming import langgraph_modes, to_event
 from agentd.storage.base import Row, Storage
 
 log = logging.getLogger("agentd.executor")
+FINISH_ATTEMPTS = 5
 
 
 class Executor:
@@ -112,7 +113,7 @@ class Executor:
             error = serde.error_payload(exc)
             await self.broker.publish(run_id, "error", serde.dumps(error))
             values = last_values
-        await self.storage.finish_run(
+        await self._finish(
             run_id,
             thread_id,
             status,
@@ -125,6 +126,20 @@ class Executor:
         )
         await self.broker.end(run_id, status)
         return status
+
+    async def _finish(self, run_id: str, thread_id: str, status: str, **outcome: Any) -> None:
+        """Record the outcome, retrying through transient database errors: a run must not stay
+        ``running`` because one write failed."""
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                await self.storage.finish_run(run_id, thread_id, status, **outcome)
+                return
+            except Exception:
+                if attempt == FINISH_ATTEMPTS - 1:
+                    log.exception("could not record the end of run %s; it will be retried "
+                                  "at the next start", run_id)  # fmt: skip
+                    return
+                await asyncio.sleep(0.2 * 2**attempt)
 
     async def _state_after_cancel(
         self, graph_id: str, config: dict[str, Any], thread_id: str

@@ -12,6 +12,7 @@ from agentd.runs.executor import Executor
 from agentd.storage.base import Storage
 
 log = logging.getLogger("agentd.worker")
+EARLY_CANCEL_TTL = 60.0
 
 
 class Worker:
@@ -24,6 +25,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._due_at: float | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        # Cancels that arrived between a claim's commit and its task's start: run_id -> action.
+        self._early_cancels: dict[str, tuple[str, float]] = {}
 
     @property
     def active(self) -> int:
@@ -57,7 +60,14 @@ class Worker:
 
     def cancel(self, run_id: str, action: str) -> bool:
         task = self._tasks.get(run_id)
-        if task is None or task.done():
+        if task is None:
+            now = time.monotonic()
+            self._early_cancels = {
+                k: v for k, v in self._early_cancels.items() if now - v[1] < EARLY_CANCEL_TTL
+            }
+            self._early_cancels[run_id] = (action, now)
+            return False
+        if task.done():
             return False
         self.executor.cancel_actions[run_id] = action
         task.cancel()
@@ -93,6 +103,9 @@ class Worker:
             task = asyncio.create_task(self.executor.execute(run), name=f"run-{run_id}")
             self._tasks[run_id] = task
             task.add_done_callback(lambda t, rid=run_id: self._finished(rid, t))
+            early = self._early_cancels.pop(run_id, None)
+            if early is not None:
+                self.cancel(run_id, early[0])
 
     def _finished(self, run_id: str, task: asyncio.Task[str]) -> None:
         self._tasks.pop(run_id, None)

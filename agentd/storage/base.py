@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.store.base import BaseStore
+
 Row = dict[str, Any]
 
 
 class Storage(Protocol):
+    # LangGraph's own checkpointer and store on this backend, set by open().
+    checkpointer: BaseCheckpointSaver[Any] | None
+    store: BaseStore | None
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -68,6 +75,7 @@ class Storage(Protocol):
     async def list_runs(
         self, thread_id: str, *, limit: int, offset: int, status: str | None
     ) -> list[Row]: ...
+    async def inflight_runs(self, thread_id: str) -> list[Row]: ...
     async def delete_run(self, thread_id: str, run_id: str) -> bool: ...
     async def claim_run(self) -> Row | None:
         """Mark the oldest due pending run whose thread has no running run as running."""
@@ -92,9 +100,14 @@ class Storage(Protocol):
         interrupts: Row | None,
         error: Row | None,
         delete: bool = False,
+        rollback: bool = False,
     ) -> None:
         """End a run and write its outcome to the thread; ``delete`` drops a temporary
-        thread and its runs instead."""
+        thread and its runs instead, ``rollback`` drops the run and its checkpoints."""
+        ...
+
+    async def latest_checkpoint_run_id(self, thread_id: str) -> str | None:
+        """The run that wrote the thread's newest root checkpoint (for crash resume)."""
         ...
 
     async def requeue_run(self, run_id: str) -> None: ...

@@ -409,6 +409,19 @@ class SqliteStorage:
 
         return await self._read(q)
 
+    async def inflight_runs(self, thread_id: str) -> list[Row]:
+        def q(conn: sqlite3.Connection) -> list[Row]:
+            return [
+                _run(r)
+                for r in conn.execute(
+                    "SELECT * FROM runs WHERE thread_id = ? AND status IN (?, ?)"
+                    " ORDER BY created_at",
+                    (thread_id, *_INFLIGHT),
+                )
+            ]
+
+        return await self._read(q)
+
     async def delete_run(self, thread_id: str, run_id: str) -> bool:
         def tx(conn: sqlite3.Connection) -> bool:
             n = conn.execute(

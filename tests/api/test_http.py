@@ -140,7 +140,8 @@ async def test_malformed_ids_are_422(
 async def test_invalid_json_is_422(http: httpx.AsyncClient) -> None:
     tid = (await http.post("/threads", json={})).json()["thread_id"]
     for path in ["/threads", f"/threads/{tid}/runs", "/runs/wait", "/threads/search"]:
-        r = await http.post(path, content=b"{not json", headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        r = await http.post(path, content=b"{not json", headers=headers)
         assert r.status_code == 422, (path, r.text)
         assert r.json() == {"detail": "Invalid JSON in request body"}
 

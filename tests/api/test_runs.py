@@ -253,7 +253,7 @@ async def test_interrupt_leaves_thread_interrupted_and_resumes(client: LangGraph
     assert result["__interrupt__"][0]["value"] == {"question": "proceed?"}
     thread = await client.threads.get(tid)
     assert thread["status"] == "interrupted"
-    assert list(thread["interrupts"].values())[0][0]["value"] == {"question": "proceed?"}
+    assert next(iter(thread["interrupts"].values()))[0]["value"] == {"question": "proceed?"}
     assert (await client.runs.list(tid))[0]["status"] == "success"
     state = await client.threads.get_state(tid)
     assert state["next"] == ["ask"]

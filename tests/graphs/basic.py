@@ -41,18 +41,20 @@ class StepsState(TypedDict, total=False):
     marker: str
 
 
+def _mark(marker: str | None, line: str) -> None:
+    if marker:
+        with open(marker, "a") as f:
+            f.write(line + "\n")
+
+
 def _step(name: str):
     async def node(state: StepsState) -> StepsState:
         delay = state.get("delay") or 0
         marker = state.get("marker")
-        if marker:
-            # An external record of every execution of this node, so tests can count them.
-            with open(marker, "a") as f:
-                f.write(f"{name}:start\n")
+        # An external record of every execution of this node, so tests can count them.
+        _mark(marker, f"{name}:start")
         await asyncio.sleep(delay)
-        if marker:
-            with open(marker, "a") as f:
-                f.write(f"{name}:end\n")
+        _mark(marker, f"{name}:end")
         return {"done": [name]}
 
     return node

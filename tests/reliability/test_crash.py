@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from langgraph_sdk import get_client
@@ -11,8 +12,8 @@ from langgraph_sdk import get_client
 from tests.server import Server
 
 
-async def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def _wait_for(predicate: Callable[[], bool], limit: float = 20.0) -> None:
+    deadline = time.monotonic() + limit
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
