@@ -11,7 +11,7 @@ from langgraph.types import StateSnapshot
 
 from agentd import serde
 from agentd.graphs import GraphRegistry
-from agentd.schemas import BadRequest, CheckpointConfig, Conflict, NotFound
+from agentd.schemas import BadRequest, CheckpointConfig, Conflict, NotFound, Unprocessable
 from agentd.storage.base import Row, Storage
 
 EMPTY_STATE: dict[str, Any] = {
@@ -90,12 +90,15 @@ class ThreadStates:
             graph_id, config, self.storage.checkpointer, self.storage.store
         ) as graph:
             # One extra snapshot gives the oldest item its parent (for its ``writes``).
-            snapshots = [
-                s
-                async for s in graph.aget_state_history(
-                    config, filter=metadata or None, before=before_config, limit=limit + 1
-                )
-            ]
+            try:
+                snapshots = [
+                    s
+                    async for s in graph.aget_state_history(
+                        config, filter=metadata or None, before=before_config, limit=limit + 1
+                    )
+                ]
+            except ValueError as exc:  # e.g. a metadata filter key the checkpointer refuses
+                raise Unprocessable(str(exc)) from exc
         out = []
         for i, snapshot in enumerate(snapshots[:limit]):
             parent = snapshots[i + 1] if i + 1 < len(snapshots) else None

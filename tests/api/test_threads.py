@@ -6,7 +6,12 @@ import uuid
 
 import pytest
 from langgraph_sdk.client import LangGraphClient
-from langgraph_sdk.errors import BadRequestError, ConflictError, NotFoundError
+from langgraph_sdk.errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    UnprocessableEntityError,
+)
 
 AGENT_ID = "fe096781-5601-53d2-b2f6-0d3403f7e9ca"
 
@@ -107,6 +112,8 @@ async def test_history_newest_first_with_limit_and_before(client: LangGraphClien
     assert [h["metadata"]["step"] for h in older] == [1, 0, -1]
     inputs = await client.threads.get_history(tid, limit=10, metadata={"source": "input"})
     assert [h["metadata"]["step"] for h in inputs] == [-1]
+    with pytest.raises(UnprocessableEntityError):
+        await client.threads.get_history(tid, metadata={"x') OR 1=1 --": 1})
     at = await client.threads.get_state(tid, checkpoint_id=history[2]["checkpoint_id"])
     assert at["values"]["done"] == ["a"]
     with pytest.raises(NotFoundError):
