@@ -15,6 +15,7 @@ from typing import Any
 
 from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
+from langgraph_sdk.runtime import AccessContext, _ExecutionRuntime, _ReadRuntime
 
 from agentd.config import ConfigError, GraphSpec
 from agentd.ids import default_assistant_id
@@ -81,9 +82,17 @@ class GraphRegistry:
 
     @asynccontextmanager
     async def bound(
-        self, graph_id: str, config: dict[str, Any], checkpointer: Any, store: Any
+        self,
+        graph_id: str,
+        config: dict[str, Any],
+        checkpointer: Any,
+        store: Any,
+        *,
+        access: AccessContext = "threads.read",
+        context: Any = None,
     ) -> AsyncIterator[Pregel]:
-        """The graph, ready to run with ``config``; factories are called per use."""
+        """The graph, ready to run with ``config``; factories are called per use, with the
+        config and/or a ``ServerRuntime`` saying why (``access``)."""
         loaded = self._graphs[graph_id]
         if not loaded.is_factory:
             key = (graph_id, checkpointer is not None)
@@ -93,7 +102,8 @@ class GraphRegistry:
                 self._bound[key] = graph
             yield graph
             return
-        async with _call_factory(loaded.obj, config) as made:
+        runtime = _runtime(access, store, context)
+        async with _call_factory(loaded.obj, config, runtime) as made:
             if isinstance(made, StateGraph):
                 made = made.compile()
             if not isinstance(made, Pregel):
@@ -108,10 +118,37 @@ def _bind(graph: Pregel, checkpointer: Any, store: Any) -> Pregel:
     return graph.copy(update={"checkpointer": checkpointer, "store": store})
 
 
+def _runtime(access: AccessContext, store: Any, context: Any) -> Any:
+    if access == "threads.create_run":
+        return _ExecutionRuntime(access_context=access, store=store, context=context)
+    return _ReadRuntime(access_context=access, store=store)
+
+
+def _factory_args(
+    factory: Callable[..., Any], config: dict[str, Any], runtime: Any
+) -> tuple[list[Any], dict[str, Any]]:
+    """Arguments by name or annotation: ``runtime``/``ServerRuntime`` gets the runtime, any
+    other parameter (``config``) the run's config."""
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        wants_runtime = p.name == "runtime" or "Runtime" in str(p.annotation)
+        value = runtime if wants_runtime else config
+        if p.kind is p.KEYWORD_ONLY:
+            kwargs[p.name] = value
+        else:
+            args.append(value)
+    return args, kwargs
+
+
 @asynccontextmanager
-async def _call_factory(factory: Callable[..., Any], config: dict[str, Any]) -> AsyncIterator[Any]:
-    params = inspect.signature(factory).parameters
-    result = factory(config) if params else factory()
+async def _call_factory(
+    factory: Callable[..., Any], config: dict[str, Any], runtime: Any
+) -> AsyncIterator[Any]:
+    args, kwargs = _factory_args(factory, config, runtime)
+    result = factory(*args, **kwargs)
     if inspect.isawaitable(result):
         result = await result
     if isinstance(result, AbstractAsyncContextManager):

@@ -125,7 +125,7 @@ class ThreadStates:
             )
         config = self._config(thread, checkpoint)
         async with self.graphs.bound(
-            graph_id, config, self.storage.checkpointer, self.storage.store
+            graph_id, config, self.storage.checkpointer, self.storage.store, access="threads.update"
         ) as graph:
             try:
                 new_config = await graph.aupdate_state(config, values, as_node=as_node)

@@ -62,7 +62,12 @@ class Executor:
         try:
             async with asyncio.timeout(self.timeout):
                 async with self.graphs.bound(
-                    graph_id, config, checkpointer, self.storage.store
+                    graph_id,
+                    config,
+                    checkpointer,
+                    self.storage.store,
+                    access="threads.create_run",
+                    context=kwargs.get("context") or None,
                 ) as graph:
                     stream = graph.astream(
                         _to_command(command) if command else graph_input,

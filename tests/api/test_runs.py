@@ -272,6 +272,18 @@ async def test_graph_factory_gets_the_run_config(client: LangGraphClient) -> Non
     assert result["value"] == 2
 
 
+async def test_graph_factory_gets_the_server_runtime(client: LangGraphClient) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    result = await client.runs.wait(
+        tid, "runtime_factory", input={"value": 1}, config={"configurable": {"model": "m3"}}
+    )
+    assert result == {"value": 1, "access": "threads.create_run", "has_store": True,
+                      "model": "m3"}  # fmt: skip
+    # Reading state calls the factory too, for reading.
+    state = await client.threads.get_state(tid)
+    assert state["values"]["value"] == 1
+
+
 async def test_after_seconds_delays_start(client: LangGraphClient) -> None:
     tid = (await client.threads.create())["thread_id"]
     start = time.monotonic()

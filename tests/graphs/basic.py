@@ -9,7 +9,9 @@ from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
+from langgraph.store.base import BaseStore
 from langgraph.types import interrupt
+from langgraph_sdk.runtime import ServerRuntime
 
 
 class EchoState(TypedDict, total=False):
@@ -102,3 +104,23 @@ def make_graph(config: RunnableConfig):
 
 
 uncompiled = StateGraph(EchoState).add_node("echo", _echo).add_edge(START, "echo")
+
+
+class RuntimeState(TypedDict, total=False):
+    value: Any
+    access: str
+    has_store: bool
+    model: str
+
+
+async def make_graph_with_runtime(config: RunnableConfig, runtime: ServerRuntime):
+    """A factory taking the config and the server runtime (the official factory signature)."""
+    model = (config.get("configurable") or {}).get("model", "default")
+    access = runtime.access_context
+    has_store = isinstance(runtime.store, BaseStore)
+
+    async def node(state: RuntimeState) -> RuntimeState:
+        return {"value": state.get("value"), "access": access, "has_store": has_store,
+                "model": model}  # fmt: skip
+
+    return StateGraph(RuntimeState).add_node("n", node).add_edge(START, "n").compile()
