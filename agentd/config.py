@@ -7,9 +7,11 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dotenv import dotenv_values
+
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -30,6 +32,8 @@ class Settings:
     port: int = 8123
     data_dir: Path = Path(".agentd")
     jobs: int = 10
+    run_timeout: float | None = None  # seconds per attempt (BG_JOB_TIMEOUT_SECS)
+    max_attempts: int = 3  # attempts before a run whose process keeps dying fails
     graphs: tuple[GraphSpec, ...] = ()
     dependencies: tuple[Path, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
@@ -63,7 +67,7 @@ def load_settings(
     base = path.parent
     _apply_env(raw.get("env"), base)
     if jobs is None:
-        jobs = int(os.environ.get("N_JOBS_PER_WORKER", "10"))
+        jobs = _env_number("N_JOBS_PER_WORKER", int, 10)
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     return Settings(
@@ -72,10 +76,25 @@ def load_settings(
         port=port,
         data_dir=Path(data_dir).resolve() if data_dir else base / ".agentd",
         jobs=jobs,
+        run_timeout=_env_number("BG_JOB_TIMEOUT_SECS", float, None),
+        max_attempts=_env_number("BG_JOB_MAX_RETRIES", int, 3),
         graphs=_parse_graphs(raw.get("graphs"), path),
         dependencies=_parse_dependencies(raw.get("dependencies", []), base, path),
         raw=raw,
     )
+
+
+def _env_number(name: str, kind: type[T], default: T) -> T:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        number = kind(value)  # type: ignore[call-arg]
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if number <= 0:  # type: ignore[operator]
+        raise ConfigError(f"{name} must be positive, got {value!r}")
+    return number
 
 
 def _parse_graphs(graphs: Any, path: Path) -> tuple[GraphSpec, ...]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,11 +27,6 @@ class Services:
     worker: Worker
 
 
-def _run_timeout() -> float | None:
-    value = os.environ.get("BG_JOB_TIMEOUT_SECS")
-    return float(value) if value else None
-
-
 @asynccontextmanager
 async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncIterator[Services]:
     storage = SqliteStorage(settings.sqlite_path)
@@ -40,7 +34,13 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
     try:
         await storage.sync_default_assistants(graphs.default_assistants())
         broker = MemoryBroker()
-        executor = Executor(storage, broker, graphs, timeout=_run_timeout())
+        executor = Executor(
+            storage,
+            broker,
+            graphs,
+            timeout=settings.run_timeout,
+            max_attempts=settings.max_attempts,
+        )
         worker = Worker(storage, broker, executor, settings.jobs)
         services = Services(
             settings=settings,

@@ -45,15 +45,9 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> Server:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [*AGENTD, "serve", "--config", str(self.config), "--port", str(self.port),
-                "--data-dir", str(self.data_dir)]  # fmt: skip
-        if self.jobs:
-            args += ["--jobs", str(self.jobs)]
-        log = open(self.log_path, "ab")  # the child process writes to it
-        self.proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, cwd=ROOT
-        )
+        """Spawn and wait until it answers ``/ok``."""
+        self.spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -66,6 +60,18 @@ class Server:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"agentd did not answer /ok within {timeout}s:\n{self.log()}")
+
+    def spawn(self) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [*AGENTD, "serve", "--config", str(self.config), "--port", str(self.port),
+                "--data-dir", str(self.data_dir)]  # fmt: skip
+        if self.jobs:
+            args += ["--jobs", str(self.jobs)]
+        log = open(self.log_path, "ab")  # the child process writes to it
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, cwd=ROOT
+        )
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

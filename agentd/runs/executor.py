@@ -29,11 +29,13 @@ class Executor:
         graphs: GraphRegistry,
         *,
         timeout: float | None = None,
+        max_attempts: int = 3,
     ):
         self.storage = storage
         self.broker = broker
         self.graphs = graphs
         self.timeout = timeout
+        self.max_attempts = max_attempts
         # run_id -> "interrupt" | "rollback", set by the worker before it cancels a run's task.
         self.cancel_actions: dict[str, str] = {}
 
@@ -47,8 +49,8 @@ class Executor:
         )
         config = _graph_config(run)
         graph_input, command = kwargs.get("input"), kwargs.get("command")
-        if run["attempt"] > 1 and not temporary:
-            # A retry after a crash: continue from the checkpoints this run already wrote.
+        if not temporary:
+            # A run started before (a crash, a shutdown) continues from the checkpoints it wrote.
             if await self.storage.latest_checkpoint_run_id(thread_id) == run_id:
                 graph_input, command = None, None
                 config["configurable"].pop("checkpoint_id", None)
@@ -60,6 +62,12 @@ class Executor:
         interrupts: dict[str, Any] | None = None
         last_values: Any = None
         try:
+            if run["attempt"] > self.max_attempts:
+                # Every attempt so far died with its process: stop before it takes down another.
+                raise RunAttemptsExceeded(
+                    f"Run {run_id} exceeded max attempts ({self.max_attempts}): the process "
+                    "executing it stopped each time"
+                )
             async with asyncio.timeout(self.timeout):
                 async with self.graphs.bound(
                     graph_id,
@@ -156,6 +164,10 @@ class Executor:
         interrupts = _interrupts_by_task(snapshot)
         status = "interrupted" if snapshot.next or interrupts else "idle"
         return (snapshot.values if snapshot.created_at else None), interrupts, status
+
+
+class RunAttemptsExceeded(Exception):
+    pass
 
 
 def _graph_config(run: Row) -> dict[str, Any]:

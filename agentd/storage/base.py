@@ -110,7 +110,10 @@ class Storage(Protocol):
         """The run that wrote the thread's newest root checkpoint (for crash resume)."""
         ...
 
-    async def requeue_run(self, run_id: str) -> None: ...
+    async def requeue_run(self, run_id: str) -> None:
+        """Hand a running run back to the queue at shutdown, without counting the attempt."""
+        ...
+
     async def cancel_runs(self, thread_id: str, run_ids: Sequence[str], action: str) -> list[Row]:
         """Mark pending/running runs interrupted (or delete them on rollback); returns the
         runs that were in flight before."""

@@ -471,8 +471,9 @@ class SqliteStorage:
 
     async def requeue_run(self, run_id: str) -> None:
         def tx(conn: sqlite3.Connection) -> None:
+            # A shutdown is not the run's failure: this attempt does not count.
             conn.execute(
-                "UPDATE runs SET status = 'pending', updated_at = ?"
+                "UPDATE runs SET status = 'pending', attempt = attempt - 1, updated_at = ?"
                 " WHERE run_id = ? AND status = 'running'",
                 (_now(), run_id),
             )

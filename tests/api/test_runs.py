@@ -152,6 +152,7 @@ async def test_enqueued_runs_run_in_order_one_at_a_time(client: LangGraphClient)
 async def test_reject_when_thread_busy(client: LangGraphClient) -> None:
     tid = (await client.threads.create())["thread_id"]
     first = await client.runs.create(tid, "steps", input={"done": [], "delay": 0.2})
+    assert (await client.threads.get(tid))["status"] == "busy"
     with pytest.raises(ConflictError):
         await client.runs.create(tid, "echo", input={"value": 1}, multitask_strategy="reject")
     await client.runs.join(tid, first["run_id"])

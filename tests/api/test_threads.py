@@ -149,7 +149,7 @@ async def test_assistants(client: LangGraphClient) -> None:
     assert agent["version"] == 1 and agent["config"] == {}
     found = await client.assistants.search(graph_id="echo")
     assert [a["graph_id"] for a in found] == ["echo"]
-    assert len(await client.assistants.search(limit=100)) == 8
+    assert len(await client.assistants.search(limit=100)) == 9
     assert len(await client.assistants.search(metadata={"created_by": "system"}, limit=3)) == 3
     assert await client.assistants.search(graph_id="nope") == []
     named = await client.assistants.search(name="ECH")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import os
+import signal
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -124,3 +125,16 @@ async def make_graph_with_runtime(config: RunnableConfig, runtime: ServerRuntime
                 "model": model}  # fmt: skip
 
     return StateGraph(RuntimeState).add_node("n", node).add_edge(START, "n").compile()
+
+
+class CrashState(TypedDict, total=False):
+    value: Any
+
+
+async def _crash(state: CrashState) -> CrashState:
+    # Takes its whole server process down, as a segfaulting extension or an OOM kill would.
+    os.kill(os.getpid(), signal.SIGKILL)
+    return state
+
+
+crash = StateGraph(CrashState).add_node("crash", _crash).add_edge(START, "crash").compile()

@@ -124,3 +124,31 @@ async def test_second_server_on_same_data_dir_refuses_to_start(tmp_path: Path) -
             second.kill()
     finally:
         server.stop()
+
+
+async def test_run_that_keeps_killing_its_process_fails_after_max_attempts(
+    tmp_path: Path,
+) -> None:
+    env = {"BG_JOB_MAX_RETRIES": "2"}
+    server = Server(tmp_path / "data", env=env).start()
+    client = get_client(url=server.url, api_key=None)
+    tid = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(tid, "crash", input={"value": 1})
+    assert server.proc is not None
+    assert server.proc.wait(30) == -9  # attempt 1 took the server down
+    server = Server(tmp_path / "data", env=env).spawn()  # it dies before it can answer
+    assert server.proc is not None
+    assert server.proc.wait(30) == -9  # attempt 2 as well
+    server = Server(tmp_path / "data", env=env).start()
+    try:
+        client = get_client(url=server.url, api_key=None)
+        result = await client.runs.join(tid, run["run_id"])
+        assert result["__error__"]["error"] == "RunAttemptsExceeded"
+        assert "exceeded max attempts (2)" in result["__error__"]["message"]
+        done = await client.runs.get(tid, run["run_id"])
+        assert done["status"] == "error" and done["attempt"] == 3
+        assert (await client.threads.get(tid))["status"] == "error"
+        # The server is healthy and takes new work.
+        assert (await client.runs.wait(tid, "echo", input={"value": 2}))["value"] == 2
+    finally:
+        server.stop()

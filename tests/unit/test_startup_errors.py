@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from agentd.config import load_settings
 
 
 def _serve(config: Path) -> subprocess.CompletedProcess[str]:
@@ -60,3 +63,30 @@ def test_invalid_json_config(tmp_path: Path) -> None:
     path.write_text("{nope")
     result = _serve(path)
     assert result.returncode == 2 and "not valid JSON" in result.stderr
+
+
+def test_bad_environment_number(tmp_path: Path) -> None:
+    (tmp_path / "ok.py").write_text("graph = None\n")
+    config = _write(tmp_path, {"g": "./ok.py:graph"})
+    result = subprocess.run(
+        [sys.executable, "-m", "agentd.cli", "serve", "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "BG_JOB_MAX_RETRIES": "many"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == "agentd: BG_JOB_MAX_RETRIES must be a number, got 'many'"
+
+
+def test_env_file_is_loaded_without_overriding_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("AGENTD_T_A=from-file\nAGENTD_T_B=from-file\n")
+    config = _write(tmp_path, {"g": "./ok.py:graph"}, env=".env")
+    monkeypatch.setenv("AGENTD_T_B", "from-process")
+    monkeypatch.delenv("AGENTD_T_A", raising=False)
+    settings = load_settings(config)
+    assert os.environ["AGENTD_T_A"] == "from-file"
+    assert os.environ["AGENTD_T_B"] == "from-process"
+    assert settings.data_dir == tmp_path / ".agentd"
+    assert settings.jobs == 10 and settings.max_attempts == 3 and settings.run_timeout is None
+    assert [g.graph_id for g in settings.graphs] == ["g"]
