@@ -61,6 +61,7 @@ class Executor:
         values: Any = None
         interrupts: dict[str, Any] | None = None
         last_values: Any = None
+        timer = asyncio.timeout(self.timeout)
         try:
             if run["attempt"] > self.max_attempts:
                 # Every attempt so far died with its process: stop before it takes down another.
@@ -68,7 +69,7 @@ class Executor:
                     f"Run {run_id} exceeded max attempts ({self.max_attempts}): the process "
                     "executing it stopped each time"
                 )
-            async with asyncio.timeout(self.timeout):
+            async with timer:
                 async with self.graphs.bound(
                     graph_id,
                     config,
@@ -116,16 +117,17 @@ class Executor:
                 values, interrupts, thread_status = await self._state_after_cancel(
                     graph_id, config, thread_id
                 )
-        except TimeoutError:
-            status, thread_status = "timeout", "error"
-            error = {"error": "TimeoutError", "message": f"run exceeded {self.timeout} s"}
-            values = last_values
         except Exception as exc:
-            log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
-            status, thread_status = "error", "error"
-            error = serde.error_payload(exc)
-            await self.broker.publish(run_id, "error", serde.dumps(error))
             values = last_values
+            if isinstance(exc, TimeoutError) and timer.expired():
+                # Our time limit; a TimeoutError the graph raised itself is an error like any.
+                status, thread_status = "timeout", "error"
+                error = {"error": "TimeoutError", "message": f"run exceeded {self.timeout} s"}
+            else:
+                log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+                status, thread_status = "error", "error"
+                error = serde.error_payload(exc)
+                await self.broker.publish(run_id, "error", serde.dumps(error))
         await self._finish(
             run_id,
             thread_id,

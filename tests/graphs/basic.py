@@ -29,9 +29,12 @@ echo = StateGraph(EchoState).add_node("echo", _echo).add_edge(START, "echo").com
 
 class FailState(TypedDict, total=False):
     message: str
+    kind: str
 
 
 async def _fail(state: FailState) -> FailState:
+    if state.get("kind") == "timeout":
+        raise TimeoutError(state.get("message") or "slow upstream")
     raise ValueError(state.get("message") or "kaboom")
 
 
