@@ -1,0 +1,851 @@
+"""Side-by-side benchmark of agentd and the official LangGraph dev server.
+
+Starts each server under test as a subprocess on a free loopback port, measures run latency,
+background throughput, time to first streamed event and memory, stops it, and writes
+``bench/results/<UTC timestamp>-<label>.{json,md}``. See bench/README.md.
+
+Run with the repo's virtualenv (stdlib + httpx + langgraph_sdk only):
+
+    .venv/bin/python bench/run.py [--servers agentd,reference] [-n 200] [--threads 100]
+
+All traffic goes to 127.0.0.1. Every loop is bounded in count, and every request and phase
+has a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from langgraph_sdk import get_client
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+HOST = "127.0.0.1"
+SERVER_NAMES = ("agentd", "reference")
+MAX_SSE_EVENTS = 200  # per stream; the bench graphs emit 2-3
+OK_POLL_INTERVAL_S = 0.2
+STOP_GRACE_S = 15.0
+SLEEP_GRAPH_SECONDS = 0.2
+
+JSON = dict[str, Any]
+
+# Set by SIGTERM. The handler also raises SystemExit, but an exception raised inside a
+# finalizer or callback can be swallowed, so every measurement loop checks the flag as well.
+_stop_requested = False
+
+
+def check_stop() -> None:
+    if _stop_requested:
+        raise SystemExit(143)
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    servers: list[str]
+    n: int
+    stream_n: int
+    threads: int
+    warmup: int
+    agentd_jobs: int | None
+    reference_jobs: int
+    startup_timeout: float
+    request_timeout: float
+    phase_timeout: float
+    label: str
+    out_dir: Path
+    save: bool
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    executable: Path
+    missing_hint: str
+    build_args: Callable[[int, Path], list[str]]
+
+
+def agentd_spec(jobs: int | None) -> ServerSpec:
+    exe = REPO_DIR / ".venv" / "bin" / "agentd"
+
+    def build(port: int, workdir: Path) -> list[str]:
+        return [
+            str(exe), "serve",
+            "--config", str(workdir / "langgraph.json"),
+            "--host", HOST, "--port", str(port),
+            "--data-dir", str(workdir / "data"),
+        ] + (["--jobs", str(jobs)] if jobs is not None else [])  # fmt: skip
+
+    hint = "install the repo first: python3 -m venv .venv && .venv/bin/pip install -e '.[test]'"
+    return ServerSpec("agentd", exe, hint, build)
+
+
+def reference_spec(jobs: int) -> ServerSpec:
+    exe = BENCH_DIR / ".venv-ref" / "bin" / "langgraph"
+
+    def build(port: int, workdir: Path) -> list[str]:
+        return [
+            str(exe), "dev", "--no-browser", "--no-reload",
+            "--host", HOST, "--port", str(port),
+            "--n-jobs-per-worker", str(jobs),
+            "--config", str(workdir / "langgraph.json"),
+        ]  # fmt: skip
+
+    return ServerSpec("reference", exe, "run once: bash bench/setup-reference.sh", build)
+
+
+def server_specs(opts: Options) -> list[ServerSpec]:
+    table = {
+        "agentd": agentd_spec(opts.agentd_jobs),
+        "reference": reference_spec(opts.reference_jobs),
+    }
+    return [table[name] for name in opts.servers]
+
+
+# --------------------------------------------------------------------------------------------
+# Process management
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningServer:
+    name: str
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+    startup_s: float = 0.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """Copy the bench graphs and config into a fresh directory.
+
+    The dev server resolves graph paths against its cwd and persists its in-memory state in
+    ``<cwd>/.langgraph_api``; a fresh copy keeps every run independent and bench/ clean.
+    """
+    shutil.copy2(BENCH_DIR / "langgraph.json", workdir / "langgraph.json")
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(BENCH_DIR / "graphs", workdir / "graphs", ignore=ignore)
+    (workdir / "data").mkdir()
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    env.update(
+        PYTHONUNBUFFERED="1",
+        LANGGRAPH_CLI_NO_ANALYTICS="1",
+        LANGSMITH_TRACING="false",
+        LANGCHAIN_TRACING_V2="false",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    return env
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until_ok(server: RunningServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=server.base_url, timeout=2.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"exited with code {server.proc.returncode} before /ok")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get("/ok").status_code == 200:
+                    return
+            time.sleep(OK_POLL_INTERVAL_S)
+    raise RuntimeError(f"GET /ok did not answer 200 within {timeout:.0f} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group, then SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextlib.contextmanager
+def running_server(spec: ServerSpec, opts: Options) -> Iterator[RunningServer]:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as tmp:
+        workdir = Path(tmp)
+        prepare_workdir(workdir)
+        port = free_port()
+        log_path = workdir / "server.log"
+        started = time.perf_counter()
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                spec.build_args(port, workdir),
+                cwd=workdir,
+                env=child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = RunningServer(spec.name, proc, f"http://{HOST}:{port}", log_path)
+        try:
+            wait_until_ok(server, opts.startup_timeout)
+            server.startup_s = time.perf_counter() - started
+            yield server
+        except Exception as exc:
+            tail = log_tail(log_path)
+            raise RuntimeError(f"{spec.name}: {exc}\n--- server log tail ---\n{tail}") from exc
+        finally:
+            stop_process(proc)
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------------
+
+
+def parent_map() -> dict[int, int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Field 4 (ppid) follows the parenthesised command name, which may contain spaces.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def process_tree(root: int) -> list[int]:
+    parents = parent_map()
+    tree, frontier = [root], [root]
+    for _ in range(64):  # depth bound
+        frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
+        if not frontier:
+            break
+        tree.extend(frontier)
+    return tree
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_mib(root: int) -> float:
+    return round(sum(rss_kib(pid) for pid in process_tree(root)) / 1024, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Linear-interpolated percentile of an already sorted, non-empty list."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    rank = (len(sorted_values) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+def summarize(samples_ms: list[float], errors: int) -> JSON:
+    out: JSON = {"n": len(samples_ms), "errors": errors}
+    if not samples_ms:
+        return out
+    values = sorted(samples_ms)
+    out.update(
+        p50=percentile(values, 50),
+        p90=percentile(values, 90),
+        p99=percentile(values, 99),
+        mean=statistics.fmean(values),
+        min=values[0],
+        max=values[-1],
+    )
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}
+
+
+@dataclass
+class Samples:
+    values_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str | None = None
+
+    def fail(self, detail: str) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = detail[:500]
+
+    def summary(self) -> JSON:
+        out = summarize(self.values_ms, self.errors)
+        if self.first_error:
+            out["first_error"] = self.first_error
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP helpers
+# --------------------------------------------------------------------------------------------
+
+
+def run_body(graph: str, value: Any, **extra: Any) -> JSON:
+    return {"assistant_id": graph, "input": {"value": value}, **extra}
+
+
+def check_echo(body: Any, value: Any) -> str | None:
+    """Return an error description unless ``body`` is the echo graph's output for ``value``."""
+    if body == {"value": value}:
+        return None
+    return f"unexpected body: {json.dumps(body)[:300]}"
+
+
+async def create_thread(client: httpx.AsyncClient) -> str:
+    resp = await client.post("/threads", json={})
+    resp.raise_for_status()
+    return str(resp.json()["thread_id"])
+
+
+async def post_json(client: httpx.AsyncClient, path: str, body: JSON) -> Any:
+    resp = await client.post(path, json=body)
+    if resp.status_code != 200:
+        raise RuntimeError(f"POST {path} -> {resp.status_code}: {resp.text[:300]}")
+    return resp.json()
+
+
+async def read_sse(
+    resp: httpx.Response, started: float, max_events: int = MAX_SSE_EVENTS
+) -> list[tuple[str, float, str]]:
+    """Collect ``(event, seconds since started, data)`` for each SSE event of a response."""
+    events: list[tuple[str, float, str]] = []
+    name, data = "message", []
+    async for line in resp.aiter_lines():
+        if line.startswith(":"):
+            continue
+        if line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line == "" and (data or name != "message"):
+            events.append((name, time.perf_counter() - started, "\n".join(data)))
+            name, data = "message", []
+            if len(events) >= max_events:
+                break
+    return events
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------------------------
+
+
+async def timed_wait(client: httpx.AsyncClient, path: str, value: Any, samples: Samples) -> None:
+    started = time.perf_counter()
+    try:
+        body = await post_json(client, path, run_body("echo", value))
+    except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+        samples.fail(f"{type(exc).__name__}: {exc}")
+        return
+    samples.values_ms.append((time.perf_counter() - started) * 1000)
+    if (problem := check_echo(body, value)) is not None:
+        samples.fail(problem)
+
+
+async def measure_wait_stateless(client: httpx.AsyncClient, n: int) -> JSON:
+    samples = Samples()
+    for i in range(n):
+        check_stop()
+        await timed_wait(client, "/runs/wait", {"i": i}, samples)
+    return samples.summary()
+
+
+async def measure_wait_thread(client: httpx.AsyncClient, n: int) -> JSON:
+    """Sequential ``POST /threads/{id}/runs/wait``, each on a fresh thread made untimed."""
+    samples = Samples()
+    for i in range(n):
+        check_stop()
+        try:
+            thread_id = await create_thread(client)
+        except httpx.HTTPError as exc:
+            samples.fail(f"create thread: {exc!r}")
+            continue
+        await timed_wait(client, f"/threads/{thread_id}/runs/wait", {"i": i}, samples)
+    return samples.summary()
+
+
+@dataclass
+class StreamSamples:
+    headers: Samples = field(default_factory=Samples)
+    metadata: Samples = field(default_factory=Samples)
+    first_event: Samples = field(default_factory=Samples)
+    total: Samples = field(default_factory=Samples)
+
+
+async def one_stream(client: httpx.AsyncClient, thread_id: str, i: int, out: StreamSamples) -> None:
+    path = f"/threads/{thread_id}/runs/stream"
+    body = run_body("echo", {"i": i}, stream_mode="values")
+    started = time.perf_counter()
+    async with client.stream("POST", path, json=body) as resp:
+        if resp.status_code != 200:
+            await resp.aread()
+            out.total.fail(f"POST {path} -> {resp.status_code}: {resp.text[:300]}")
+            return
+        out.headers.values_ms.append((time.perf_counter() - started) * 1000)
+        events = await read_sse(resp, started)
+    out.total.values_ms.append((time.perf_counter() - started) * 1000)
+    names = [name for name, _, _ in events]
+    meta = next((t for name, t, _ in events if name == "metadata"), None)
+    after = [(name, t, d) for name, t, d in events if name != "metadata"]
+    if meta is None or not after:
+        out.total.fail(f"expected metadata then another event, got {names}")
+        return
+    out.metadata.values_ms.append(meta * 1000)
+    out.first_event.values_ms.append(after[0][1] * 1000)
+    if after[0][0] == "error" or "error" in names:
+        out.total.fail(f"error event in stream: {events}")
+
+
+async def measure_stream(client: httpx.AsyncClient, n: int) -> JSON:
+    """Time to the ``metadata`` event and to the first event after it, on fresh threads."""
+    out = StreamSamples()
+    for i in range(n):
+        check_stop()
+        try:
+            thread_id = await create_thread(client)
+            await one_stream(client, thread_id, i, out)
+        except httpx.HTTPError as exc:
+            out.total.fail(f"{type(exc).__name__}: {exc}")
+    return {
+        "headers_ms": out.headers.summary(),
+        "metadata_ms": out.metadata.summary(),
+        "first_event_ms": out.first_event.summary(),
+        "total_ms": out.total.summary(),
+    }
+
+
+async def create_and_join(
+    client: httpx.AsyncClient, thread_id: str, graph: str, t0: float
+) -> tuple[float, Any]:
+    """Start a background run, then join it; return (seconds to accept, join body)."""
+    resp = await client.post(f"/threads/{thread_id}/runs", json=run_body(graph, thread_id))
+    if resp.status_code != 200:
+        raise RuntimeError(f"create run -> {resp.status_code}: {resp.text[:300]}")
+    accepted = time.perf_counter() - t0
+    run_id = resp.json()["run_id"]
+    joined = await client.get(f"/threads/{thread_id}/runs/{run_id}/join")
+    if joined.status_code != 200:
+        raise RuntimeError(f"join -> {joined.status_code}: {joined.text[:300]}")
+    return accepted, joined.json()
+
+
+async def measure_burst(client: httpx.AsyncClient, graph: str, count: int) -> JSON:
+    """Start ``count`` background runs on ``count`` threads at once, then join them all."""
+    try:
+        thread_ids = await asyncio.gather(*(create_thread(client) for _ in range(count)))
+    except httpx.HTTPError as exc:
+        return {"graph": graph, "runs": count, "errors": count, "first_error": repr(exc)}
+    t0 = time.perf_counter()
+    results = await asyncio.gather(
+        *(create_and_join(client, tid, graph, t0) for tid in thread_ids), return_exceptions=True
+    )
+    total = time.perf_counter() - t0
+    samples = Samples()
+    accepted: list[float] = []
+    for tid, result in zip(thread_ids, results, strict=True):
+        if isinstance(result, BaseException):
+            samples.fail(f"{type(result).__name__}: {result}")
+            continue
+        accepted.append(result[0])
+        if (problem := check_echo(result[1], tid)) is not None:
+            samples.fail(problem)
+    out: JSON = {
+        "graph": graph,
+        "runs": count,
+        "errors": samples.errors,
+        "total_s": round(total, 3),
+        "all_accepted_s": round(max(accepted), 3) if accepted else None,
+        "runs_per_s": round((count - samples.errors) / total, 1),
+    }
+    if samples.first_error:
+        out["first_error"] = samples.first_error
+    return out
+
+
+async def sdk_check(base_url: str, request_timeout_s: float) -> JSON:
+    """Round-trip through the official SDK: stateless wait plus a thread stream."""
+    client = get_client(url=base_url, api_key=None, timeout=request_timeout_s)
+    try:
+        waited = await client.runs.wait(None, "echo", input={"value": "sdk"})
+        thread = await client.threads.create()
+        events = [
+            part.event
+            async for part in client.runs.stream(
+                thread["thread_id"], "echo", input={"value": "sdk"}, stream_mode="values"
+            )
+        ]
+        ok = waited == {"value": "sdk"} and events[:1] == ["metadata"] and "values" in events
+        return {"ok": ok, "wait": waited, "stream_events": events}
+    except Exception as exc:  # report any SDK incompatibility rather than abort the bench
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        await client.aclose()
+
+
+async def warm_up(client: httpx.AsyncClient, count: int) -> JSON:
+    for i in range(count):
+        check_stop()
+        with contextlib.suppress(httpx.HTTPError, RuntimeError, ValueError):
+            await post_json(client, "/runs/wait", run_body("echo", {"warmup": i}))
+    with contextlib.suppress(httpx.HTTPError, RuntimeError, ValueError):
+        await post_json(client, "/runs/wait", run_body("sleep", "warmup"))
+    return await measure_stream(client, min(count, 2))
+
+
+async def phase(name: str, coro: Awaitable[JSON], limit_s: float) -> JSON:
+    print(f"    {name} ...", flush=True)
+    started = time.perf_counter()
+    try:
+        result = await asyncio.wait_for(coro, limit_s)
+    except TimeoutError:
+        result = {"errors": 1, "first_error": f"phase timed out after {limit_s:.0f} s"}
+    except Exception as exc:  # keep the other phases' numbers
+        result = {"errors": 1, "first_error": f"{type(exc).__name__}: {exc}"[:500]}
+    print(f"    {name} done in {time.perf_counter() - started:.1f} s", flush=True)
+    return result
+
+
+async def fetch_info(client: httpx.AsyncClient) -> JSON | None:
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        resp = await client.get("/info")
+        if resp.status_code == 200:
+            return resp.json()
+    return None
+
+
+async def measure_server(server: RunningServer, opts: Options) -> JSON:
+    # Keep every burst connection alive, so a burst does not pay for new TCP connections.
+    pool = opts.threads + 20
+    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+    timeout = httpx.Timeout(opts.request_timeout, connect=10.0)
+    pid = server.proc.pid
+    result: JSON = {"startup_s": round(server.startup_s, 2), "rss_idle_mib": tree_rss_mib(pid)}
+    async with httpx.AsyncClient(
+        base_url=server.base_url, timeout=timeout, limits=limits, trust_env=False
+    ) as client:
+        result["info"] = await fetch_info(client)
+        pt = opts.phase_timeout
+        result["sdk_check"] = await phase("sdk check", sdk_check(server.base_url, 60.0), pt)
+        await phase("warm-up", warm_up(client, opts.warmup), pt)
+        result["rss_warm_mib"] = tree_rss_mib(pid)
+        result["wait_stateless_ms"] = await phase(
+            f"{opts.n} x POST /runs/wait", measure_wait_stateless(client, opts.n), pt
+        )
+        result["wait_thread_ms"] = await phase(
+            f"{opts.n} x POST /threads/{{id}}/runs/wait", measure_wait_thread(client, opts.n), pt
+        )
+        result["stream"] = await phase(
+            f"{opts.stream_n} x POST /threads/{{id}}/runs/stream",
+            measure_stream(client, opts.stream_n),
+            pt,
+        )
+        for graph in ("echo", "sleep"):
+            result[f"burst_{graph}"] = await phase(
+                f"burst of {opts.threads} {graph} runs",
+                measure_burst(client, graph, opts.threads),
+                pt,
+            )
+    result["rss_after_mib"] = tree_rss_mib(pid)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+# (label, path into a server's result, higher_is_better)
+ROWS: list[tuple[str, tuple[str, ...], bool]] = [
+    ("POST /runs/wait p50 (ms)", ("wait_stateless_ms", "p50"), False),
+    ("POST /runs/wait p90 (ms)", ("wait_stateless_ms", "p90"), False),
+    ("POST /runs/wait p99 (ms)", ("wait_stateless_ms", "p99"), False),
+    ("POST /runs/wait mean (ms)", ("wait_stateless_ms", "mean"), False),
+    ("POST /threads/{id}/runs/wait p50 (ms)", ("wait_thread_ms", "p50"), False),
+    ("POST /threads/{id}/runs/wait p90 (ms)", ("wait_thread_ms", "p90"), False),
+    ("POST /threads/{id}/runs/wait p99 (ms)", ("wait_thread_ms", "p99"), False),
+    ("POST /threads/{id}/runs/wait mean (ms)", ("wait_thread_ms", "mean"), False),
+    ("stream: to response headers p50 (ms)", ("stream", "headers_ms", "p50"), False),
+    ("stream: to `metadata` event p50 (ms)", ("stream", "metadata_ms", "p50"), False),
+    ("stream: to first event after metadata p50 (ms)", ("stream", "first_event_ms", "p50"), False),
+    ("stream: whole stream p50 (ms)", ("stream", "total_ms", "p50"), False),
+    ("burst echo: all runs done (s)", ("burst_echo", "total_s"), False),
+    ("burst echo: runs/s", ("burst_echo", "runs_per_s"), True),
+    ("burst echo: all creates accepted (s)", ("burst_echo", "all_accepted_s"), False),
+    ("burst sleep 0.2 s: all runs done (s)", ("burst_sleep", "total_s"), False),
+    ("burst sleep 0.2 s: runs/s", ("burst_sleep", "runs_per_s"), True),
+    ("RSS idle after start (MiB)", ("rss_idle_mib",), False),
+    ("RSS after warm-up (MiB)", ("rss_warm_mib",), False),
+    ("RSS after all phases (MiB)", ("rss_after_mib",), False),
+    ("startup to GET /ok (s)", ("startup_s",), False),
+]
+
+ERROR_PATHS: list[tuple[str, tuple[str, ...]]] = [
+    ("wait stateless", ("wait_stateless_ms", "errors")),
+    ("wait thread", ("wait_thread_ms", "errors")),
+    ("stream", ("stream", "total_ms", "errors")),
+    ("burst echo", ("burst_echo", "errors")),
+    ("burst sleep", ("burst_sleep", "errors")),
+]
+
+
+def dig(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    return str(value)
+
+
+def ratio(a: Any, b: Any) -> str:
+    if not isinstance(a, int | float) or not isinstance(b, int | float) or b == 0:
+        return "—"
+    r = a / b
+    return f"{r:.2g}x" if r < 0.1 else f"{r:.2f}x"
+
+
+def render_markdown(report: JSON) -> str:
+    meta = report["meta"]
+    servers: dict[str, JSON] = report["servers"]
+    res = {name: servers.get(name, {}).get("result") for name in SERVER_NAMES}
+    lines = [
+        f"# agentd benchmark — {meta['timestamp']}",
+        "",
+        f"commit `{meta['git_commit']}` · {meta['nproc']} cores · {meta['platform']} · "
+        f"n={meta['options']['n']} stream_n={meta['options']['stream_n']} "
+        f"burst={meta['options']['threads']} threads · run slots: agentd "
+        f"{meta['options']['agentd_jobs'] or 'default'}, reference "
+        f"{meta['options']['reference_jobs']}",
+        "",
+    ]
+    for name in SERVER_NAMES:
+        entry = servers.get(name)
+        if entry is None:
+            continue
+        version = dig(entry, ("result", "info", "version"))
+        reason = entry.get("reason")
+        status = entry["status"] + (f" ({reason.splitlines()[0]})" if reason else "")
+        lines.append(f"- **{name}**: {status}" + (f", version {version}" if version else ""))
+    lines += [
+        "",
+        "Lower is better except runs/s. Ratio = agentd / reference (below 1x means agentd is "
+        "lower).",
+        "",
+        "| metric | agentd | reference | agentd/reference |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for label, path, _ in ROWS:
+        a, b = dig(res["agentd"], path), dig(res["reference"], path)
+        lines.append(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} |")
+    errors = [
+        f"{name} {what}: {dig(res[name], path)}"
+        for name in SERVER_NAMES
+        for what, path in ERROR_PATHS
+        if dig(res[name], path)
+    ]
+    sdk = [f"{name}: {dig(res[name], ('sdk_check', 'ok'))}" for name in SERVER_NAMES if res[name]]
+    lines += ["", "SDK round-trip ok: " + (", ".join(sdk) or "—")]
+    lines += ["", "Errors: " + ("; ".join(errors) if errors else "none"), ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip() or "none"
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+
+
+def default_label() -> str:
+    host = socket.gethostname().split(".")[0]
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in host).strip("-")
+    return cleaned[:40] or "run"
+
+
+def run_one(spec: ServerSpec, opts: Options) -> JSON:
+    if not spec.executable.exists():
+        print(f"[{spec.name}] SKIPPED: {spec.executable} not found; {spec.missing_hint}")
+        return {"status": "skipped", "reason": f"{spec.executable} not found; {spec.missing_hint}"}
+    print(f"[{spec.name}] starting {spec.executable.name} ...", flush=True)
+    try:
+        with running_server(spec, opts) as server:
+            print(f"[{spec.name}] up at {server.base_url} in {server.startup_s:.1f} s", flush=True)
+            result = asyncio.run(measure_server(server, opts))
+    except RuntimeError as exc:
+        print(f"[{spec.name}] FAILED: {exc}", flush=True)
+        return {"status": "failed", "reason": str(exc)}
+    print(f"[{spec.name}] done", flush=True)
+    return {"status": "ok", "result": result}
+
+
+def write_report(report: JSON, opts: Options) -> Path:
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{report['meta']['timestamp']}-{opts.label}"
+    json_path = opts.out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (opts.out_dir / f"{stem}.md").write_text(render_markdown(report))
+    return json_path
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--servers", default="agentd,reference", help="comma list of agentd,reference")
+    p.add_argument("-n", "--n", type=int, default=200, help="sequential runs per latency test")
+    p.add_argument("--stream-n", type=int, default=None, help="streams to time (default: n)")
+    p.add_argument("--threads", type=int, default=100, help="threads/runs in each burst")
+    p.add_argument("--warmup", type=int, default=5, help="warm-up runs before measuring")
+    p.add_argument(
+        "--agentd-jobs", type=int, default=None, help="agentd serve --jobs (default: not passed)"
+    )
+    p.add_argument(
+        "--reference-jobs", type=int, default=10, help="langgraph dev --n-jobs-per-worker"
+    )
+    p.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for /ok")
+    p.add_argument("--request-timeout", type=float, default=60.0, help="per-request timeout (s)")
+    p.add_argument("--phase-timeout", type=float, default=900.0, help="per-phase timeout (s)")
+    p.add_argument("--label", default=default_label(), help="suffix of the result file names")
+    p.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
+    p.add_argument("--no-save", action="store_true", help="print the table only")
+    a = p.parse_args(argv)
+    servers = [s.strip() for s in a.servers.split(",") if s.strip()]
+    unknown = sorted(set(servers) - set(SERVER_NAMES))
+    if unknown or not servers:
+        p.error(f"--servers: unknown {unknown}; choose from {','.join(SERVER_NAMES)}")
+    for name in ("n", "threads"):
+        if not 1 <= getattr(a, name) <= 100_000:
+            p.error(f"--{name} must be between 1 and 100000")
+    return Options(
+        servers=servers,
+        n=a.n,
+        stream_n=a.stream_n if a.stream_n is not None else a.n,
+        threads=a.threads,
+        warmup=max(0, a.warmup),
+        agentd_jobs=a.agentd_jobs,
+        reference_jobs=a.reference_jobs,
+        startup_timeout=a.startup_timeout,
+        request_timeout=a.request_timeout,
+        phase_timeout=a.phase_timeout,
+        label=a.label,
+        out_dir=a.out_dir,
+        save=not a.no_save,
+    )
+
+
+def on_sigterm(signum: int, _frame: object) -> None:
+    global _stop_requested
+    _stop_requested = True
+    raise SystemExit(128 + signum)  # unwinds through running_server's cleanup
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    started = datetime.now(UTC)
+    report: JSON = {
+        "meta": {
+            "timestamp": started.strftime("%Y%m%dT%H%M%SZ"),
+            "git_commit": git_commit(),
+            "nproc": os.cpu_count(),
+            "platform": f"{platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}",
+            "hostname": socket.gethostname(),
+            "run_id": str(uuid.uuid4()),
+            "options": {
+                "servers": opts.servers,
+                "n": opts.n,
+                "stream_n": opts.stream_n,
+                "threads": opts.threads,
+                "warmup": opts.warmup,
+                "agentd_jobs": opts.agentd_jobs,
+                "reference_jobs": opts.reference_jobs,
+                "sleep_graph_seconds": SLEEP_GRAPH_SECONDS,
+            },
+        },
+        "servers": {},
+    }
+    for spec in server_specs(opts):
+        report["servers"][spec.name] = run_one(spec, opts)
+    report["meta"]["duration_s"] = round((datetime.now(UTC) - started).total_seconds(), 1)
+    print()
+    print(render_markdown(report))
+    if opts.save:
+        print(f"wrote {write_report(report, opts)} (and .md)")
+    ok = any(entry["status"] == "ok" for entry in report["servers"].values())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
