@@ -16,6 +16,7 @@ StreamMode = Literal[
 ]  # fmt: skip
 Durability = Literal["sync", "async", "exit"]
 TERMINAL_RUN_STATUSES = ("success", "error", "timeout", "interrupted")
+MAX_OFFSET = 2**63 - 1  # what a database integer holds
 
 
 class ApiError(Exception):
@@ -116,7 +117,7 @@ class ThreadSearch(_Body):
     values: dict[str, Any] | None = None
     status: ThreadStatus | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] = (
         "updated_at"
     )
@@ -148,7 +149,7 @@ class AssistantSearch(_Body):
     graph_id: str | None = None
     name: str | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     sort_by: Literal["assistant_id", "created_at", "updated_at", "name", "graph_id"] = "created_at"
     sort_order: Literal["asc", "desc"] = "desc"
     select: list[

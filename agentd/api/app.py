@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 
 from agentd import __version__
 from agentd.api import assistants, runs, system, threads
-from agentd.api.common import JSON
+from agentd.api.common import JSON, BodyRangeError
 from agentd.config import Settings
 from agentd.graphs import GraphRegistry
 from agentd.schemas import ApiError
@@ -46,8 +46,12 @@ def create_app(settings: Settings, graphs: GraphRegistry) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return JSON({"detail": "Invalid JSON in request body"}, status_code=422)
+        invalid = [e for e in errors if e.get("type") == "json_invalid"]
+        if invalid:
+            detail = "Invalid JSON in request body"
+            if isinstance(exc.__cause__, BodyRangeError):
+                detail += f": {exc.__cause__.msg}"
+            return JSON({"detail": detail}, status_code=422)
         detail = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in errors

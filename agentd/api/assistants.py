@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Request
+from fastapi import Body, Request
 from fastapi.responses import Response
 
-from agentd.api.common import JSON, services, uuid_param
+from agentd.api.common import JSON, make_router, page, services, uuid_param
 from agentd.schemas import AssistantSearch, NotFound
 
-router = APIRouter(tags=["Assistants"])
+router = make_router("Assistants")
 
 
 @router.get("/assistants/{assistant_id}", response_class=JSON)
@@ -37,9 +37,4 @@ async def search_assistants(
         sort_by=body.sort_by,
         sort_order=body.sort_order,
     )
-    if body.select:
-        assistants = [{k: a[k] for k in body.select} for a in assistants]
-    headers = {"X-Pagination-Total": str(total)}
-    if body.offset + len(assistants) < total:
-        headers["X-Pagination-Next"] = str(body.offset + len(assistants))
-    return JSON(assistants, headers=headers)
+    return page(assistants, total, body.offset, body.select)

@@ -2,16 +2,63 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from agentd import serde
 from agentd.ids import parse_uuid
 from agentd.schemas import NotFound, Unprocessable
 from agentd.services import Services
 from agentd.storage.base import Row
+
+_INT64 = range(-(2**63), 2**63)
+
+
+class BodyRangeError(json.JSONDecodeError):
+    """A JSON body that parses but cannot be stored: a marked kind of invalid JSON."""
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if value not in _INT64:
+        raise BodyRangeError(f"integer {text} does not fit in 64 bits", text, 0)
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise BodyRangeError(f"{text} is not a JSON number", text, 0)
+
+
+class _StrictJSONRequest(Request):
+    """Parses bodies as strict JSON: no NaN/Infinity, integers within 64 bits, so what is
+    accepted can be stored and sent back unchanged."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(
+                await self.body(), parse_int=_int64, parse_constant=_no_constant
+            )
+        return self._json
+
+
+class _StrictRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+        return strict
+
+
+def make_router(tag: str) -> APIRouter:
+    """The router every resource module uses."""
+    return APIRouter(tags=[tag], route_class=_StrictRoute)
 
 
 class JSON(Response):
@@ -40,3 +87,13 @@ async def get_thread_or_404(svc: Services, thread_id: str) -> Row:
     if thread is None:
         raise NotFound(f"Thread with ID {thread_id} not found")
     return thread
+
+
+def page(rows: list[Row], total: int, offset: int, select: list[str] | None) -> JSON:
+    """A search result: the rows (only the ``select``ed fields) and the pagination headers."""
+    if select:
+        rows = [{k: r[k] for k in select} for r in rows]
+    headers = {"X-Pagination-Total": str(total)}
+    if offset + len(rows) < total:
+        headers["X-Pagination-Next"] = str(offset + len(rows))
+    return JSON(rows, headers=headers)

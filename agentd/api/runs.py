@@ -5,20 +5,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from agentd import serde
-from agentd.api.common import JSON, get_thread_or_404, services, uuid_param
+from agentd.api.common import JSON, get_thread_or_404, make_router, services, uuid_param
 from agentd.api.sse import run_events, sse_response
 from agentd.broker.memory import DONE, Subscription
 from agentd.ids import uuid7
 from agentd.runs.streaming import Reducer, visible_events
-from agentd.schemas import TERMINAL_RUN_STATUSES, Conflict, NotFound, RunCreate, RunStatus
+from agentd.schemas import (
+    MAX_OFFSET,
+    TERMINAL_RUN_STATUSES,
+    Conflict,
+    NotFound,
+    RunCreate,
+    RunStatus,
+)
 from agentd.services import Services
 from agentd.storage.base import Row
 
-router = APIRouter(tags=["Runs"])
+router = make_router("Runs")
 KEEPALIVE_SECONDS = 5.0
 
 
@@ -43,7 +50,7 @@ async def list_runs(
     thread_id: str,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: RunStatus | None = None,
 ) -> Response:
     svc = services(request)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from agentd import __version__
-from agentd.api.common import JSON, services
+from agentd.api.common import JSON, make_router, services
 
-router = APIRouter(tags=["System"])
+router = make_router("System")
 
 
 @router.get("/ok", response_class=JSON)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import Body, Query, Request
 from fastapi.responses import Response
 
-from agentd.api.common import JSON, get_thread_or_404, services, uuid_param
+from agentd.api.common import JSON, get_thread_or_404, make_router, page, services, uuid_param
 from agentd.ids import parse_uuid, uuid7
 from agentd.schemas import (
     CheckpointConfig,
@@ -20,7 +20,7 @@ from agentd.schemas import (
     Unprocessable,
 )
 
-router = APIRouter(tags=["Threads"])
+router = make_router("Threads")
 
 
 @router.post("/threads", response_class=JSON)
@@ -55,12 +55,7 @@ async def search_threads(
         sort_by=body.sort_by,
         sort_order=body.sort_order,
     )
-    if body.select:
-        threads = [{k: t[k] for k in body.select} for t in threads]
-    headers = {"X-Pagination-Total": str(total)}
-    if body.offset + len(threads) < total:
-        headers["X-Pagination-Next"] = str(body.offset + len(threads))
-    return JSON(threads, headers=headers)
+    return page(threads, total, body.offset, body.select)
 
 
 @router.get("/threads/{thread_id}", response_class=JSON)

@@ -166,6 +166,10 @@ def _validate(body: RunCreate, stateless: bool) -> None:
             f"Stream mode(s) not supported by this server yet: {', '.join(unsupported)}. "
             f"Supported: {', '.join(sorted(SUPPORTED_MODES))}"
         )
+    if body.webhook is not None:
+        # Refused rather than stored and never sent: a caller must not wait for a call that
+        # will not come.
+        raise Unprocessable("Webhooks are not supported by this server yet")
     if body.command is not None and body.command.resume is not None and stateless:
         raise BadRequest("You must provide a thread_id when resuming.")
     if body.checkpoint_id is not None and parse_uuid(body.checkpoint_id) is None:

@@ -158,6 +158,7 @@ async def test_invalid_json_is_422(http: httpx.AsyncClient) -> None:
         {"assistant_id": "echo", "if_not_exists": "maybe"},
         {"assistant_id": "not-a-graph"},
         {"assistant_id": "echo", "checkpoint_id": "nope"},
+        {"assistant_id": "echo", "webhook": "https://example.com/hook"},
         [],
     ],
 )
@@ -169,6 +170,28 @@ async def test_invalid_run_bodies_are_422(http: httpx.AsyncClient, body: object)
     # Nothing was stored: the thread has no run and is still idle.
     assert (await http.get(f"/threads/{tid}/runs")).json() == []
     assert (await http.get(f"/threads/{tid}")).json()["status"] == "idle"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"metadata": {"n": 58732340130068742144}}', "does not fit in 64 bits"),
+        (b'{"metadata": {"n": NaN}}', "NaN is not a JSON number"),
+        (b'{"metadata": {"n": -Infinity}}', "-Infinity is not a JSON number"),
+    ],
+)
+async def test_unstorable_json_numbers_are_422(
+    http: httpx.AsyncClient, raw: bytes, reason: str
+) -> None:
+    tid = (await http.post("/threads", json={"metadata": {"n": 1}})).json()["thread_id"]
+    headers = {"Content-Type": "application/json"}
+    for method, path in [("POST", "/threads"), ("PATCH", f"/threads/{tid}"),
+                         ("POST", "/threads/search"), ("POST", "/assistants/search")]:  # fmt: skip
+        r = await http.request(method, path, content=raw, headers=headers)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["detail"].startswith("Invalid JSON in request body: ")
+        assert reason in r.json()["detail"]
+    assert (await http.get(f"/threads/{tid}")).json()["metadata"] == {"n": 1}
 
 
 async def test_unknown_assistant_uuid_is_404(http: httpx.AsyncClient) -> None:
@@ -196,6 +219,8 @@ async def test_configurable_and_context_together_is_400(http: httpx.AsyncClient)
         ("/threads/search", {"limit": 0}),
         ("/threads/search", {"limit": 1001}),
         ("/threads/search", {"offset": -1}),
+        ("/threads/search", {"offset": 58732340130068742144}),
+        ("/assistants/search", {"offset": 2**64}),
         ("/threads/search", {"status": "sleeping"}),
         ("/threads/search", {"sort_by": "nope"}),
         ("/threads/search", {"ids": ["nope"]}),
