@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError
+from langgraph_sdk.schema import Run
 
 
 async def test_wait_returns_final_values(client: LangGraphClient) -> None:
@@ -293,3 +295,52 @@ async def test_after_seconds_delays_start(client: LangGraphClient) -> None:
     await client.runs.join(tid, run["run_id"])
     assert time.monotonic() - start >= 0.45
     assert (await client.runs.get(tid, run["run_id"]))["status"] == "success"
+
+
+def _marked(marker: Path, line: str) -> bool:
+    return marker.exists() and line in marker.read_text().split()
+
+
+async def _start_and_reach_node_b(client: LangGraphClient, tid: str, marker: Path) -> Run:
+    """A slow ``steps`` run, returned once node a has finished and b is running."""
+    run = await client.runs.create(
+        tid, "steps", input={"done": ["first"], "delay": 0.3, "marker": str(marker)}
+    )
+    for _ in range(500):
+        if _marked(marker, "b:start"):
+            return run
+        await asyncio.sleep(0.01)
+    raise AssertionError("node b never started")
+
+
+async def test_multitask_interrupt_keeps_the_first_runs_progress(
+    client: LangGraphClient, tmp_path: Path
+) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    first = await _start_and_reach_node_b(client, tid, tmp_path / "marker")
+    second = await client.runs.create(
+        tid, "steps", input={"done": ["second"]}, multitask_strategy="interrupt"
+    )
+    await client.runs.join(tid, second["run_id"])
+    statuses = {r["run_id"]: r["status"] for r in await client.runs.list(tid)}
+    assert statuses == {first["run_id"]: "interrupted", second["run_id"]: "success"}
+    state = await client.threads.get_state(tid)
+    assert state["values"]["done"] == ["first", "a", "second", "a", "b", "c"]
+
+
+async def test_multitask_rollback_erases_the_first_run(
+    client: LangGraphClient, tmp_path: Path
+) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    first = await _start_and_reach_node_b(client, tid, tmp_path / "marker")
+    second = await client.runs.create(
+        tid, "steps", input={"done": ["second"]}, multitask_strategy="rollback"
+    )
+    await client.runs.join(tid, second["run_id"])
+    assert [r["run_id"] for r in await client.runs.list(tid)] == [second["run_id"]]
+    with pytest.raises(NotFoundError):
+        await client.runs.get(tid, first["run_id"])
+    state = await client.threads.get_state(tid)
+    assert state["values"]["done"] == ["second", "a", "b", "c"]
+    history = await client.threads.get_history(tid, limit=50)
+    assert {h["metadata"]["run_id"] for h in history} == {second["run_id"]}
