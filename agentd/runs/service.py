@@ -54,20 +54,18 @@ class RunService:
 
         request_config = body.config.model_dump(exclude_none=True) if body.config else {}
         request_configurable = request_config.pop("configurable", None) or {}
-        request_metadata = request_config.pop("metadata", None) or {}
+        request_metadata = {**(request_config.pop("metadata", None) or {}), **(body.metadata or {})}
         context = body.context or {}
         if request_configurable and context:
             raise BadRequest(
                 "Cannot specify both configurable and context. Prefer setting context alone."
             )
-
+        ids = {"graph_id": graph_id, "assistant_id": assistant_id}
         metadata = {
             **assistant["metadata"],
             **(thread["metadata"] if thread else {}),
             **request_metadata,
-            **(body.metadata or {}),
-            "graph_id": graph_id,
-            "assistant_id": assistant_id,
+            **ids,
         }
         assistant_config = assistant["config"] or {}
         configurable = {
@@ -78,14 +76,12 @@ class RunService:
         }  # fmt: skip
         if context and not request_configurable:
             configurable["__context_provided__"] = True
-        checkpoint_id = body.checkpoint_id or (body.checkpoint and body.checkpoint.checkpoint_id)
         configurable.update(
             run_id=run_id,
             user_id="",
-            graph_id=graph_id,
             thread_id=thread_id,
-            assistant_id=assistant_id,
-            checkpoint_id=checkpoint_id,
+            checkpoint_id=body.checkpoint_id or (body.checkpoint and body.checkpoint.checkpoint_id),
+            **ids,
         )
         if body.checkpoint and body.checkpoint.checkpoint_ns:
             configurable["checkpoint_ns"] = body.checkpoint.checkpoint_ns
@@ -95,26 +91,12 @@ class RunService:
             "metadata": metadata,
             "configurable": configurable,
         }
-        stream_mode = body.stream_mode or ["values"]
-        if isinstance(stream_mode, str):
-            stream_mode = [stream_mode]
-        durability = body.durability or ("exit" if body.checkpoint_during is False else "async")
-        kwargs: dict[str, Any] = {
-            "input": body.input,
-            "command": body.command.model_dump(exclude_none=True) if body.command else None,
-            "config": config,
-            "context": {**(assistant.get("context") or {}), **(context or request_configurable)},
-            "stream_mode": stream_mode,
-            "interrupt_before": body.interrupt_before,
-            "interrupt_after": body.interrupt_after,
-            "webhook": body.webhook,
-            "feedback_keys": body.feedback_keys,
-            "temporary": stateless and body.on_completion == "delete",
-            "subgraphs": body.stream_subgraphs,
-            "resumable": body.stream_resumable,
-            "checkpoint_during": durability != "exit",
-            "durability": durability,
-        }
+        kwargs = _kwargs(
+            body,
+            config,
+            context={**(assistant.get("context") or {}), **(context or request_configurable)},
+            temporary=stateless and body.on_completion == "delete",
+        )
         now = serde.now()
         created = now + timedelta(seconds=body.after_seconds or 0)
         run = {
@@ -129,14 +111,8 @@ class RunService:
         }
         run, inflight = await self.storage.create_run(
             run,
-            thread_metadata={
-                **request_metadata,
-                **(body.metadata or {}),
-                "graph_id": graph_id,
-                "assistant_id": assistant_id,
-            }
-            if stateless or thread is None
-            else {"graph_id": graph_id, "assistant_id": assistant_id},
+            # A new thread gets the run's metadata; an existing one learns its graph.
+            thread_metadata={**request_metadata, **ids} if thread is None else ids,
             if_not_exists="create" if stateless else body.if_not_exists,
             reject_if_busy=body.multitask_strategy == "reject",
         )
@@ -156,6 +132,30 @@ class RunService:
         if runs:
             await self.broker.wake()
         return runs
+
+
+def _kwargs(
+    body: RunCreate, config: dict[str, Any], *, context: dict[str, Any], temporary: bool
+) -> dict[str, Any]:
+    """What the worker needs to execute the run, stored with it (the wire's ``kwargs``)."""
+    stream_mode = body.stream_mode or ["values"]
+    durability = body.durability or ("exit" if body.checkpoint_during is False else "async")
+    return {
+        "input": body.input,
+        "command": body.command.model_dump(exclude_none=True) if body.command else None,
+        "config": config,
+        "context": context,
+        "stream_mode": [stream_mode] if isinstance(stream_mode, str) else stream_mode,
+        "interrupt_before": body.interrupt_before,
+        "interrupt_after": body.interrupt_after,
+        "webhook": body.webhook,
+        "feedback_keys": body.feedback_keys,
+        "temporary": temporary,
+        "subgraphs": body.stream_subgraphs,
+        "resumable": body.stream_resumable,
+        "checkpoint_during": durability != "exit",
+        "durability": durability,
+    }
 
 
 def _validate(body: RunCreate, stateless: bool) -> None:
