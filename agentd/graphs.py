@@ -62,9 +62,6 @@ class GraphRegistry:
     def __contains__(self, graph_id: object) -> bool:
         return graph_id in self._graphs
 
-    def get(self, graph_id: str) -> LoadedGraph:
-        return self._graphs[graph_id]
-
     def resolve_assistant_id(self, value: str) -> str:
         """A graph name names that graph's default assistant."""
         return default_assistant_id(value) if value in self._graphs else value

@@ -51,7 +51,3 @@ def error_payload(exc: BaseException) -> dict[str, str]:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def iso(dt: datetime) -> str:
-    return dt.isoformat()

@@ -129,15 +129,33 @@ async def _result_stream(
     yield await _body_after_end(svc, run, reducer)
 
 
-async def _wait(svc: Services, thread_id: str | None, body: RunCreate) -> Response:
+async def _create_subscribed(
+    svc: Services, thread_id: str | None, body: RunCreate
+) -> tuple[Row, Subscription]:
+    """Create a run, subscribed to its events before it exists so that none is missed."""
     run_id = str(uuid7())
-    sub = svc.broker.subscribe(run_id)  # before the run exists, so no event is missed
+    sub = svc.broker.subscribe(run_id)
     try:
         run, _ = await svc.runs.create(thread_id, body, run_id=run_id)
     except BaseException:
         sub.close()
         raise
-    base = f"/threads/{run['thread_id']}/runs/{run_id}"
+    return run, sub
+
+
+async def _subscribed_run(svc: Services, thread_id: str, run_id: str) -> tuple[Row, Subscription]:
+    """An existing run, subscribed to its events before its status is read."""
+    sub = svc.broker.subscribe(uuid_param(run_id, "run"))
+    try:
+        return await _get_run_or_404(svc, thread_id, run_id), sub
+    except BaseException:
+        sub.close()
+        raise
+
+
+async def _wait(svc: Services, thread_id: str | None, body: RunCreate) -> Response:
+    run, sub = await _create_subscribed(svc, thread_id, body)
+    base = f"/threads/{run['thread_id']}/runs/{run['run_id']}"
     return StreamingResponse(
         _result_stream(svc, run, sub, body.on_disconnect == "cancel"),
         media_type="application/json",
@@ -160,12 +178,7 @@ async def join_run(
     thread_id: str, run_id: str, request: Request, cancel_on_disconnect: bool = False
 ) -> Response:
     svc = services(request)
-    sub = svc.broker.subscribe(uuid_param(run_id, "run"))
-    try:
-        run = await _get_run_or_404(svc, thread_id, run_id)
-    except BaseException:
-        sub.close()
-        raise
+    run, sub = await _subscribed_run(svc, thread_id, run_id)
     if run["status"] in TERMINAL_RUN_STATUSES:
         sub.close()
         return JSON(await _body_after_end(svc, run, Reducer()))
@@ -178,19 +191,13 @@ async def join_run(
 
 
 async def _stream(svc: Services, thread_id: str | None, body: RunCreate) -> Response:
-    run_id = str(uuid7())
-    sub = svc.broker.subscribe(run_id)
-    try:
-        run, _ = await svc.runs.create(thread_id, body, run_id=run_id)
-    except BaseException:
-        sub.close()
-        raise
+    run, sub = await _create_subscribed(svc, thread_id, body)
 
     async def on_disconnect() -> None:
         if body.on_disconnect == "cancel":
-            await svc.runs.cancel(run["thread_id"], [run_id], "interrupt")
+            await svc.runs.cancel(run["thread_id"], [run["run_id"]], "interrupt")
 
-    base = f"/threads/{run['thread_id']}/runs/{run_id}"
+    base = f"/threads/{run['thread_id']}/runs/{run['run_id']}"
     visible = visible_events(run["kwargs"]["stream_mode"])
     return sse_response(
         run_events(sub, visible, on_disconnect),
@@ -217,12 +224,7 @@ async def join_stream(
     stream_mode: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
     svc = services(request)
-    sub = svc.broker.subscribe(uuid_param(run_id, "run"))
-    try:
-        run = await _get_run_or_404(svc, thread_id, run_id)
-    except BaseException:
-        sub.close()
-        raise
+    run, sub = await _subscribed_run(svc, thread_id, run_id)
     if run["status"] in TERMINAL_RUN_STATUSES:
         sub.close()
 

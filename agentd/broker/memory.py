@@ -59,9 +59,6 @@ class MemoryBroker:
             if not subs:
                 del self._subs[sub.run_id]
 
-    def has_subscribers(self, run_id: str) -> bool:
-        return bool(self._subs.get(run_id))
-
     async def publish(self, run_id: str, event: str, data: bytes) -> None:
         for sub in self._subs.get(run_id, ()):
             sub.queue.put_nowait((event, data))
