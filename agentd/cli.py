@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
         "the langgraph.json)",
     )  # fmt: skip
     serve.add_argument(
-        "--jobs", type=int, default=None, help="runs executed at once (default 10, or "
+        "--jobs", type=int, default=None, help="runs executed at once (default 100, or "
         "N_JOBS_PER_WORKER)",
     )  # fmt: skip
     serve.add_argument("--log-level", default="info")

@@ -14,6 +14,11 @@ from dotenv import dotenv_values
 T = TypeVar("T")
 
 
+# Runs executed at once by one process. A run is an asyncio task that mostly waits on model and
+# tool I/O, so a slot costs memory, not a thread: the default is sized for I/O-bound agents.
+DEFAULT_JOBS = 100
+
+
 class ConfigError(Exception):
     """A configuration problem that must stop start-up; its message is the one line shown."""
 
@@ -31,9 +36,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8123
     data_dir: Path = Path(".agentd")
-    jobs: int = 10
+    jobs: int = DEFAULT_JOBS
     run_timeout: float | None = None  # seconds per attempt (BG_JOB_TIMEOUT_SECS)
     max_attempts: int = 3  # attempts before a run whose process keeps dying fails
+    resumable_ttl: float = 600.0  # seconds a resumable run's events are kept after its end
     graphs: tuple[GraphSpec, ...] = ()
     dependencies: tuple[Path, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +73,7 @@ def load_settings(
     base = path.parent
     _apply_env(raw.get("env"), base)
     if jobs is None:
-        jobs = _env_number("N_JOBS_PER_WORKER", int, 10)
+        jobs = _env_number("N_JOBS_PER_WORKER", int, DEFAULT_JOBS)
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     return Settings(
@@ -78,6 +84,7 @@ def load_settings(
         jobs=jobs,
         run_timeout=_env_number("BG_JOB_TIMEOUT_SECS", float, None),
         max_attempts=_env_number("BG_JOB_MAX_RETRIES", int, 3),
+        resumable_ttl=_env_number("RESUMABLE_STREAM_TTL_SECONDS", float, 600.0),
         graphs=_parse_graphs(raw.get("graphs"), path),
         dependencies=_parse_dependencies(raw.get("dependencies", []), base, path),
         raw=raw,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
@@ -99,6 +99,23 @@ class RunCreate(_Body):
     after_seconds: float | None = Field(default=None, ge=0)
     checkpoint_during: bool | None = None
     durability: Durability | None = None
+
+
+class RunsCancel(_Body):
+    """``POST /runs/cancel``: runs of one thread by id, or every run in a status."""
+
+    thread_id: str | None = None
+    run_ids: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    status: Literal["pending", "running", "all"] | None = None
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> RunsCancel:
+        by_ids = self.thread_id is not None or self.run_ids is not None
+        if by_ids == (self.status is not None):
+            raise ValueError("give either status, or thread_id and run_ids")
+        if by_ids and (self.thread_id is None or self.run_ids is None):
+            raise ValueError("thread_id and run_ids go together")
+        return self
 
 
 class ThreadCreate(_Body):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -29,11 +31,16 @@ class Services:
 
 @asynccontextmanager
 async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncIterator[Services]:
+    # Sync graph nodes run on the loop's default executor (LangChain's run_in_executor): size
+    # it for the slots, not for the CPU count, as their time is mostly blocking I/O.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=min(settings.jobs, 64), thread_name_prefix="agentd-node")
+    )
     storage = SqliteStorage(settings.sqlite_path)
     await storage.open()
     try:
         await storage.sync_default_assistants(graphs.default_assistants())
-        broker = MemoryBroker()
+        broker = MemoryBroker(resumable_ttl=settings.resumable_ttl)
         executor = Executor(
             storage,
             broker,

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Literal
 
-from fastapi import Query, Request
+from fastapi import Body, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from agentd import serde
 from agentd.api.common import JSON, get_thread_or_404, make_router, services, uuid_param
-from agentd.api.sse import run_events, sse_response
+from agentd.api.sse import on_client_gone, run_events, sse_response
+from agentd.api.streams import checked_event_id, join_stream_modes
 from agentd.broker.memory import DONE, Subscription
 from agentd.ids import uuid7
 from agentd.runs.streaming import Reducer, visible_events
@@ -20,6 +21,7 @@ from agentd.schemas import (
     Conflict,
     NotFound,
     RunCreate,
+    RunsCancel,
     RunStatus,
 )
 from agentd.services import Services
@@ -43,6 +45,13 @@ async def create_run(thread_id: str, body: RunCreate, request: Request) -> Respo
 async def create_stateless_run(body: RunCreate, request: Request) -> Response:
     run, _ = await services(request).runs.create(None, body)
     return JSON(run, headers={"Content-Location": f"/runs/{run['run_id']}"})
+
+
+@router.post("/runs/batch", response_class=JSON)
+async def create_run_batch(
+    body: Annotated[list[RunCreate], Body(min_length=1, max_length=1000)], request: Request
+) -> Response:
+    return JSON(await services(request).runs.create_batch(body))
 
 
 @router.get("/threads/{thread_id}/runs", response_class=JSON)
@@ -117,7 +126,7 @@ async def _result_stream(
             if item is None:
                 yield b"\n"
                 continue
-            event, data = item
+            _, event, data = item
             if event == DONE:
                 finished = True
                 break
@@ -125,8 +134,15 @@ async def _result_stream(
     finally:
         sub.close()
         if not finished and cancel_on_disconnect:
-            await svc.runs.cancel(run["thread_id"], [run["run_id"]], "interrupt")
+            on_client_gone(_canceller(svc, run))
     yield await _body_after_end(svc, run, reducer)
+
+
+def _canceller(svc: Services, run: Row) -> Callable[[], Awaitable[None]]:
+    async def cancel() -> None:
+        await svc.runs.cancel(run["thread_id"], [run["run_id"]], "interrupt")
+
+    return cancel
 
 
 async def _create_subscribed(
@@ -143,9 +159,11 @@ async def _create_subscribed(
     return run, sub
 
 
-async def _subscribed_run(svc: Services, thread_id: str, run_id: str) -> tuple[Row, Subscription]:
+async def _subscribed_run(
+    svc: Services, thread_id: str, run_id: str, last_event_id: str | None = None
+) -> tuple[Row, Subscription]:
     """An existing run, subscribed to its events before its status is read."""
-    sub = svc.broker.subscribe(uuid_param(run_id, "run"))
+    sub = svc.broker.subscribe(uuid_param(run_id, "run"), last_event_id)
     try:
         return await _get_run_or_404(svc, thread_id, run_id), sub
     except BaseException:
@@ -192,15 +210,15 @@ async def join_run(
 
 async def _stream(svc: Services, thread_id: str | None, body: RunCreate) -> Response:
     run, sub = await _create_subscribed(svc, thread_id, body)
-
-    async def on_disconnect() -> None:
-        if body.on_disconnect == "cancel":
-            await svc.runs.cancel(run["thread_id"], [run["run_id"]], "interrupt")
-
     base = f"/threads/{run['thread_id']}/runs/{run['run_id']}"
-    visible = visible_events(run["kwargs"]["stream_mode"])
+    kwargs = run["kwargs"]
     return sse_response(
-        run_events(sub, visible, on_disconnect),
+        run_events(
+            sub,
+            visible_events(kwargs["stream_mode"]),
+            _canceller(svc, run) if body.on_disconnect == "cancel" else None,
+            with_ids=bool(kwargs.get("resumable")),
+        ),
         {"Location": f"{base}/stream", "Content-Location": base},
     )
 
@@ -222,24 +240,32 @@ async def join_stream(
     request: Request,
     cancel_on_disconnect: bool = False,
     stream_mode: Annotated[list[str] | None, Query()] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     svc = services(request)
-    run, sub = await _subscribed_run(svc, thread_id, run_id)
-    if run["status"] in TERMINAL_RUN_STATUSES:
+    if last_event_id is not None:
+        last_event_id = checked_event_id(last_event_id)
+    run, sub = await _subscribed_run(svc, thread_id, run_id, last_event_id)
+    modes = join_stream_modes(stream_mode)
+    visible = visible_events(modes, join_filter=True) if modes else None
+    if run["status"] in TERMINAL_RUN_STATUSES and not sub.replayed_end:
+        # Finished and its events are not kept (or were not asked for): nothing to send.
         sub.close()
+        return sse_response(_nothing(), {})
+    return sse_response(
+        run_events(
+            sub,
+            visible,
+            _canceller(svc, run) if cancel_on_disconnect else None,
+            with_ids=bool(run["kwargs"].get("resumable")),
+        ),
+        {},
+    )
 
-        async def nothing() -> AsyncIterator[bytes]:
-            return
-            yield b""
 
-        return sse_response(nothing(), {})
-
-    async def on_disconnect() -> None:
-        if cancel_on_disconnect:
-            await svc.runs.cancel(run["thread_id"], [run["run_id"]], "interrupt")
-
-    visible = visible_events(stream_mode or run["kwargs"]["stream_mode"])
-    return sse_response(run_events(sub, visible, on_disconnect), {})
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""
 
 
 # ------------------------------------------------------------------ cancel
@@ -263,10 +289,27 @@ async def cancel_run(
         if sub is None:
             return Response(status_code=202)
         if cancelled[0]["status"] == "running":
-            while (item := await sub.get()) is not None and item[0] != DONE:
+            while (item := await sub.get()) is not None and item[1] != DONE:
                 pass
     finally:
         if sub is not None:
             sub.close()
     latest = await svc.storage.get_run(run["thread_id"], run["run_id"])
     return JSON(latest if latest is not None else {**run, "status": "interrupted"})
+
+
+@router.post("/runs/cancel", status_code=204)
+async def cancel_runs(
+    body: RunsCancel,
+    request: Request,
+    action: Literal["interrupt", "rollback"] = "interrupt",
+) -> Response:
+    svc = services(request)
+    thread_id = uuid_param(body.thread_id, "thread") if body.thread_id is not None else None
+    run_ids = [uuid_param(r, "run") for r in body.run_ids] if body.run_ids else None
+    cancelled = await svc.runs.cancel_many(
+        thread_id=thread_id, run_ids=run_ids, status=body.status, action=action
+    )
+    if not cancelled:
+        raise NotFound("No runs found to cancel.")
+    return Response(status_code=204)

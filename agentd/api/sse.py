@@ -1,8 +1,10 @@
-"""Server-sent events framed as the Agent Server does: CRLF lines, a heartbeat comment while
-idle, no terminal event (the stream closes when the run ends)."""
+"""Server-sent events framed as the Agent Server does: CRLF lines, an ``id:`` line on
+resumable streams, a heartbeat comment while idle, no terminal event (the stream closes when
+the run ends)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi.responses import StreamingResponse
@@ -12,18 +14,35 @@ from agentd.runs.streaming import event_visible
 
 HEARTBEAT_SECONDS = 5.0
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+# Work started when a client goes away; held so it is not garbage-collected half-way.
+_after_disconnect: set[asyncio.Task[None]] = set()
 
 
-def frame(event: str, data: bytes) -> bytes:
-    return b"event: " + event.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
+def frame(event: str, data: bytes, event_id: str | None = None) -> bytes:
+    head = b"event: " + event.encode() + b"\r\ndata: " + data + b"\r\n"
+    if event_id is not None:
+        head += b"id: " + event_id.encode() + b"\r\n"
+    return head + b"\r\n"
+
+
+def on_client_gone(work: Callable[[], Awaitable[None]]) -> None:
+    """Run ``work`` in its own task: the response's task is being cancelled, so it cannot
+    await anything itself."""
+    task = asyncio.get_running_loop().create_task(work())  # type: ignore[arg-type]
+    _after_disconnect.add(task)
+    task.add_done_callback(_after_disconnect.discard)
 
 
 async def run_events(
     sub: Subscription,
-    visible: frozenset[str],
+    visible: frozenset[str] | None,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
+    *,
+    with_ids: bool = False,
+    until_done: bool = True,
 ) -> AsyncIterator[bytes]:
-    """Frames of one run's events until it ends; ``on_disconnect`` runs if the client leaves."""
+    """Frames of a subscription's events (``visible`` names only, None for all) until its run
+    ends (``until_done``) or the client leaves, in which case ``on_disconnect`` runs."""
     finished = False
     try:
         while True:
@@ -31,16 +50,18 @@ async def run_events(
             if item is None:
                 yield b": heartbeat\r\n\r\n"
                 continue
-            event, data = item
+            event_id, event, data = item
             if event == DONE:
-                finished = True
-                return
-            if event_visible(event, visible):
-                yield frame(event, data)
+                if until_done:
+                    finished = True
+                    return
+                continue
+            if visible is None or event_visible(event, visible):
+                yield frame(event, data, event_id if with_ids else None)
     finally:
         sub.close()
         if not finished and on_disconnect is not None:
-            await on_disconnect()
+            on_client_gone(on_disconnect)
 
 
 def sse_response(body: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:

@@ -8,6 +8,7 @@ from fastapi import Body, Query, Request
 from fastapi.responses import Response
 
 from agentd.api.common import JSON, get_thread_or_404, make_router, page, services, uuid_param
+from agentd.api.streams import publish_state_update
 from agentd.ids import parse_uuid, uuid7
 from agentd.schemas import (
     CheckpointConfig,
@@ -127,6 +128,7 @@ async def update_state(thread_id: str, body: ThreadStateUpdate, request: Request
     result = await svc.states.update(
         thread, values=body.values, as_node=body.as_node, checkpoint=checkpoint
     )
+    await publish_state_update(svc, thread["thread_id"])
     return JSON(result)
 
 

@@ -14,7 +14,7 @@ from langgraph.types import Command, Send
 from agentd import serde
 from agentd.broker.memory import MemoryBroker
 from agentd.graphs import GraphRegistry
-from agentd.runs.streaming import langgraph_modes, to_event
+from agentd.runs.streaming import EventEncoder, langgraph_modes, split_item, visible_events
 from agentd.storage.base import Row, Storage
 
 log = logging.getLogger("agentd.executor")
@@ -44,6 +44,12 @@ class Executor:
         user's cancel (shutdown) puts the run back in the queue and propagates."""
         run_id, thread_id, kwargs = run["run_id"], run["thread_id"], run["kwargs"]
         temporary = bool(kwargs.get("temporary"))
+        self.broker.open_run(
+            run_id,
+            thread_id,
+            resumable=bool(kwargs.get("resumable")),
+            shown=visible_events(kwargs.get("stream_mode") or ()),
+        )
         await self.broker.publish(
             run_id, "metadata", serde.dumps({"run_id": run_id, "attempt": run["attempt"]})
         )
@@ -60,7 +66,7 @@ class Executor:
         status, thread_status, error = "success", "idle", None
         values: Any = None
         interrupts: dict[str, Any] | None = None
-        last_values: Any = None
+        progress: dict[str, Any] = {}  # the last root values streamed, also on failure
         timer = asyncio.timeout(self.timeout)
         try:
             if run["attempt"] > self.max_attempts:
@@ -78,25 +84,8 @@ class Executor:
                     access="threads.create_run",
                     context=kwargs.get("context") or None,
                 ) as graph:
-                    stream = graph.astream(
-                        _to_command(command) if command else graph_input,
-                        config,
-                        context=kwargs.get("context") or None,
-                        stream_mode=langgraph_modes(kwargs.get("stream_mode") or ()),
-                        subgraphs=bool(kwargs.get("subgraphs")),
-                        interrupt_before=kwargs.get("interrupt_before"),
-                        interrupt_after=kwargs.get("interrupt_after"),
-                        durability=kwargs.get("durability") or "async",
-                    )
-                    async for item in stream:
-                        if len(item) == 3:
-                            namespace, mode, chunk = item
-                        else:
-                            (mode, chunk), namespace = item, ()
-                        if mode == "values" and not namespace:
-                            last_values = chunk
-                        event, data = to_event(mode, chunk, namespace)
-                        await self.broker.publish(run_id, event, data)
+                    graph_input = _to_command(command) if command else graph_input
+                    await self._stream(graph, graph_input, config, run, progress)
                     if checkpointer is not None:
                         snapshot = await graph.aget_state(
                             {"configurable": {"thread_id": thread_id}}
@@ -106,10 +95,11 @@ class Executor:
                         if snapshot.next or interrupts:
                             thread_status = "interrupted"
                     else:
-                        values = last_values
+                        values = progress.get("values")
         except asyncio.CancelledError:
             action = self.cancel_actions.pop(run_id, None)
             if action is None:  # shutdown, not a user's cancel: another attempt will come
+                self.broker.release(run_id)
                 await self.storage.requeue_run(run_id)
                 raise
             status = "rollback" if action == "rollback" else "interrupted"
@@ -118,7 +108,7 @@ class Executor:
                     graph_id, config, thread_id
                 )
         except Exception as exc:
-            values = last_values
+            values = progress.get("values")
             if isinstance(exc, TimeoutError) and timer.expired():
                 # Our time limit; a TimeoutError the graph raised itself is an error like any.
                 status, thread_status = "timeout", "error"
@@ -139,8 +129,42 @@ class Executor:
             delete=temporary,
             rollback=status == "rollback",
         )
-        await self.broker.end(run_id, status)
+        await self.broker.end(run_id, status, thread_id)
         return status
+
+    async def _stream(
+        self, graph: Any, graph_input: Any, config: dict[str, Any], run: Row, progress: Row
+    ) -> None:
+        """Stream the graph, publishing each chunk as it comes; keep the last root values."""
+        run_id, kwargs = run["run_id"], run["kwargs"]
+        stream_modes = kwargs.get("stream_mode") or ()
+        encoder = EventEncoder(stream_modes)
+        options = {
+            "context": kwargs.get("context") or None,
+            "stream_mode": langgraph_modes(stream_modes),
+            "subgraphs": bool(kwargs.get("subgraphs")),
+            "interrupt_before": kwargs.get("interrupt_before"),
+            "interrupt_after": kwargs.get("interrupt_after"),
+            "durability": kwargs.get("durability") or "async",
+        }
+        with_events = "events" in stream_modes
+        if with_events:
+            stream = graph.astream_events(graph_input, config, version="v2", **options)
+        else:
+            stream = graph.astream(graph_input, config, **options)
+        async for item in stream:
+            if with_events:
+                # The root's own stream chunks carry the other modes' output; every other
+                # LangChain event is sent as an `events` event.
+                if item["event"] != "on_chain_stream" or item["parent_ids"]:
+                    await self.broker.publish(run_id, "events", serde.dumps(item))
+                    continue
+                item = item["data"]["chunk"]
+            namespace, mode, chunk = split_item(item)
+            if mode == "values" and not namespace:
+                progress["values"] = chunk
+            for event, data in encoder.encode(mode, chunk, namespace):
+                await self.broker.publish(run_id, event, data)
 
     async def _finish(self, run_id: str, thread_id: str, status: str, **outcome: Any) -> None:
         """Record the outcome, retrying through transient database errors: a run must not stay

@@ -1,34 +1,41 @@
-"""LangGraph stream chunks -> wire events, which modes a client sees, and how a run's events
-reduce to the one JSON body that ``wait`` and ``join`` return."""
+"""LangGraph stream chunks -> wire events, which events a client of given modes sees, and how
+a run's events reduce to the one JSON body that ``wait`` and ``join`` return."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
+
 from agentd import serde
 
-# Wire stream modes -> the LangGraph stream modes that produce them.
+# Wire stream modes -> the LangGraph stream mode that produces them ("events" is not one:
+# it comes from astream_events).
 _LANGGRAPH_MODE = {
     "values": "values",
     "updates": "updates",
+    "messages": "messages",
     "messages-tuple": "messages",
     "custom": "custom",
     "debug": "debug",
     "tasks": "tasks",
     "checkpoints": "checkpoints",
 }
+_MESSAGE_EVENTS = ("messages/metadata", "messages/partial", "messages/complete")
 # Wire stream modes -> the event names (before any "|namespace") a client of that mode sees.
 _EVENT_NAMES = {
     "values": ("values",),
     "updates": ("updates",),
+    "messages": _MESSAGE_EVENTS,
     "messages-tuple": ("messages",),
     "custom": ("custom",),
     "debug": ("debug",),
     "tasks": ("tasks",),
     "checkpoints": ("checkpoints",),
+    "events": ("events",),
 }
-SUPPORTED_MODES = frozenset(_LANGGRAPH_MODE)
+SUPPORTED_MODES = frozenset(_EVENT_NAMES)
 ALWAYS_SENT = ("metadata", "error")
 
 
@@ -39,10 +46,16 @@ def langgraph_modes(stream_modes: Iterable[str]) -> list[str]:
     return sorted(modes)
 
 
-def visible_events(stream_modes: Iterable[str]) -> frozenset[str]:
-    names = set(ALWAYS_SENT)
-    for mode in stream_modes:
-        names.update(_EVENT_NAMES.get(mode, ()))
+def visible_events(stream_modes: Iterable[str], *, join_filter: bool = False) -> frozenset[str]:
+    """The event names a client of ``stream_modes`` sees. As a join's filter, ``messages`` and
+    ``messages-tuple`` each stand for every message event, and ``metadata`` is only sent when
+    listed (as the official server does)."""
+    modes = set(stream_modes)
+    names: set[str] = {"error"} if join_filter else set(ALWAYS_SENT)
+    if join_filter and modes & {"messages", "messages-tuple"}:
+        modes |= {"messages", "messages-tuple"}
+    for mode in modes:
+        names.update(_EVENT_NAMES.get(mode, (mode,)))
     return frozenset(names)
 
 
@@ -50,15 +63,56 @@ def event_visible(event: str, visible: frozenset[str]) -> bool:
     return event.split("|", 1)[0] in visible
 
 
-def to_event(mode: str, chunk: Any, namespace: tuple[str, ...] = ()) -> tuple[str, bytes]:
-    """One LangGraph chunk as an SSE event (name, JSON data)."""
-    name = mode
-    if namespace:
-        name = f"{mode}|{'|'.join(namespace)}"
-    if mode == "messages":
+class EventEncoder:
+    """One run's LangGraph chunks as SSE events (name, JSON data). Keeps the state the
+    ``messages`` mode needs: each message's accumulated chunks, and which ids were announced."""
+
+    def __init__(self, stream_modes: Iterable[str]):
+        modes = set(stream_modes)
+        self._tuples = "messages-tuple" in modes
+        self._accumulate = "messages" in modes
+        self._messages: dict[str, BaseMessage] = {}
+
+    def encode(
+        self, mode: str, chunk: Any, namespace: tuple[str, ...] = ()
+    ) -> list[tuple[str, bytes]]:
+        suffix = f"|{'|'.join(namespace)}" if namespace else ""
+        if mode != "messages":
+            return [(mode + suffix, serde.dumps(chunk))]
         message, metadata = chunk
-        return name, serde.dumps([message, metadata])
-    return name, serde.dumps(chunk)
+        events: list[tuple[str, bytes]] = []
+        if self._tuples:
+            events.append(("messages" + suffix, serde.dumps([message, metadata])))
+        if self._accumulate and isinstance(message, BaseMessage):
+            events.extend(self._accumulated(message, metadata, suffix))
+        return events
+
+    def _accumulated(
+        self, message: BaseMessage, metadata: Any, suffix: str
+    ) -> list[tuple[str, bytes]]:
+        events: list[tuple[str, bytes]] = []
+        key = message.id or ""
+        seen = self._messages.get(key)
+        if seen is None:
+            events.append(
+                ("messages/metadata" + suffix, serde.dumps({key: {"metadata": metadata}}))
+            )
+        if isinstance(message, BaseMessageChunk):
+            total = seen + message if isinstance(seen, BaseMessageChunk) else message
+            self._messages[key] = total
+            whole = message_chunk_to_message(total)
+            events.append(("messages/partial" + suffix, serde.dumps([whole])))
+        else:
+            self._messages[key] = message
+            events.append(("messages/complete" + suffix, serde.dumps([message])))
+        return events
+
+
+def split_item(item: Any) -> tuple[tuple[str, ...], str, Any]:
+    """A LangGraph stream item ((ns, mode, chunk) with subgraphs, else (mode, chunk))."""
+    if len(item) == 3:
+        return tuple(item[0]), item[1], item[2]
+    return (), item[0], item[1]
 
 
 class Reducer:

@@ -331,53 +331,19 @@ class SqliteStorage:
         if_not_exists: str,
         reject_if_busy: bool,
     ) -> tuple[Row, list[Row]]:
-        thread_id = run["thread_id"]
+        """Insert a pending run (creating its thread if asked), applying ``reject``: returns
+        the run and the runs that were in flight on its thread."""
 
         def tx(conn: sqlite3.Connection) -> tuple[Row, list[Row]]:
-            now = _now()
-            thread = conn.execute(
-                "SELECT metadata, status FROM threads WHERE thread_id = ?", (thread_id,)
-            ).fetchone()
-            inflight: list[Row] = []
-            if thread is None:
-                if if_not_exists != "create":
-                    raise NotFound(f"Thread with ID {thread_id} not found")
-                conn.execute(
-                    "INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at,"
-                    " metadata, status, config) VALUES (?, ?, ?, ?, ?, 'busy', '{}')",
-                    (thread_id, now, now, now, _dumps(thread_metadata)),
-                )
-            else:
-                inflight = [
-                    _run(r)
-                    for r in conn.execute(
-                        "SELECT * FROM runs WHERE thread_id = ? AND status IN (?, ?)"
-                        " ORDER BY created_at",
-                        (thread_id, *_INFLIGHT),
-                    )
-                ]
-                if inflight and reject_if_busy:
-                    raise Conflict(
-                        "Thread is already running a task. Wait for it to finish or choose a "
-                        "different multitask strategy."
-                    )
-                metadata = _json(thread["metadata"])
-                if thread["status"] != "busy":
-                    metadata = {**metadata, **thread_metadata}
-                conn.execute(
-                    "UPDATE threads SET status = 'busy', metadata = ?, updated_at = ?"
-                    " WHERE thread_id = ?",
-                    (_dumps(metadata), now, thread_id),
-                )
-            row = conn.execute(
-                "INSERT INTO runs (run_id, thread_id, assistant_id, created_at, updated_at,"
-                " metadata, status, kwargs, multitask_strategy)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING *",
-                (run["run_id"], thread_id, run["assistant_id"], run["created_at"],
-                 run["updated_at"], _dumps(run["metadata"]), _dumps(run["kwargs"]),
-                 run["multitask_strategy"]),
-            ).fetchone()  # fmt: skip
-            return _run(row), inflight
+            return _insert_run(conn, run, thread_metadata, if_not_exists, reject_if_busy)
+
+        return await self._write(tx)
+
+    async def create_runs(self, items: Sequence[tuple[Row, Row]]) -> list[Row]:
+        """Several ``create_run``s (run, options) in one transaction: all or none."""
+
+        def tx(conn: sqlite3.Connection) -> list[Row]:
+            return [_insert_run(conn, run, **options)[0] for run, options in items]
 
         return await self._write(tx)
 
@@ -417,6 +383,23 @@ class SqliteStorage:
                     "SELECT * FROM runs WHERE thread_id = ? AND status IN (?, ?)"
                     " ORDER BY created_at",
                     (thread_id, *_INFLIGHT),
+                )
+            ]
+
+        return await self._read(q)
+
+    async def inflight_run_ids(self, status: str | None) -> list[tuple[str, str]]:
+        """(thread_id, run_id) of every run in ``status`` (pending or running; None: both)."""
+        statuses = _INFLIGHT if status is None else (status,)
+
+        def q(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            marks = ",".join("?" * len(statuses))
+            return [
+                (r[0], r[1])
+                for r in conn.execute(
+                    f"SELECT thread_id, run_id FROM runs WHERE status IN ({marks})"
+                    " ORDER BY created_at",
+                    statuses,
                 )
             ]
 
@@ -569,6 +552,58 @@ class SqliteStorage:
             return row[0] if row else None
 
         return await self._read(q)
+
+
+def _insert_run(
+    conn: sqlite3.Connection,
+    run: Row,
+    thread_metadata: Row,
+    if_not_exists: str,
+    reject_if_busy: bool,
+) -> tuple[Row, list[Row]]:
+    thread_id = run["thread_id"]
+    now = _now()
+    thread = conn.execute(
+        "SELECT metadata, status FROM threads WHERE thread_id = ?", (thread_id,)
+    ).fetchone()
+    inflight: list[Row] = []
+    if thread is None:
+        if if_not_exists != "create":
+            raise NotFound(f"Thread with ID {thread_id} not found")
+        conn.execute(
+            "INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at,"
+            " metadata, status, config) VALUES (?, ?, ?, ?, ?, 'busy', '{}')",
+            (thread_id, now, now, now, _dumps(thread_metadata)),
+        )
+    else:
+        inflight = [
+            _run(r)
+            for r in conn.execute(
+                "SELECT * FROM runs WHERE thread_id = ? AND status IN (?, ?) ORDER BY created_at",
+                (thread_id, *_INFLIGHT),
+            )
+        ]
+        if inflight and reject_if_busy:
+            raise Conflict(
+                "Thread is already running a task. Wait for it to finish or choose a "
+                "different multitask strategy."
+            )
+        metadata = _json(thread["metadata"])
+        if thread["status"] != "busy":
+            metadata = {**metadata, **thread_metadata}
+        conn.execute(
+            "UPDATE threads SET status = 'busy', metadata = ?, updated_at = ? WHERE thread_id = ?",
+            (_dumps(metadata), now, thread_id),
+        )
+    row = conn.execute(
+        "INSERT INTO runs (run_id, thread_id, assistant_id, created_at, updated_at,"
+        " metadata, status, kwargs, multitask_strategy)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING *",
+        (run["run_id"], thread_id, run["assistant_id"], run["created_at"],
+         run["updated_at"], _dumps(run["metadata"]), _dumps(run["kwargs"]),
+         run["multitask_strategy"]),
+    ).fetchone()  # fmt: skip
+    return _run(row), inflight
 
 
 def _delete_run_checkpoints(conn: sqlite3.Connection, thread_id: str, run_id: str) -> None:

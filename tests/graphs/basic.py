@@ -8,8 +8,11 @@ import os
 import signal
 from typing import Annotated, Any, TypedDict
 
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph import END, START, StateGraph
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph, add_messages
 from langgraph.store.base import BaseStore
 from langgraph.types import interrupt
 from langgraph_sdk.runtime import ServerRuntime
@@ -141,3 +144,68 @@ async def _crash(state: CrashState) -> CrashState:
 
 
 crash = StateGraph(CrashState).add_node("crash", _crash).add_edge(START, "crash").compile()
+
+
+class ChatState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+async def _chat(state: ChatState) -> ChatState:
+    # A model that streams its answer word by word, as a real chat model streams tokens.
+    last = state["messages"][-1].content if state.get("messages") else ""
+    model = GenericFakeChatModel(messages=iter([AIMessage(content=f"you said {last} ok")]))
+    return {"messages": [await model.ainvoke(state.get("messages") or [])]}
+
+
+chat = StateGraph(ChatState).add_node("chat", _chat).add_edge(START, "chat").compile()
+
+
+class NestedState(TypedDict, total=False):
+    done: Annotated[list[str], operator.add]
+
+
+async def _inner(state: NestedState) -> NestedState:
+    get_stream_writer()({"progress": "inner"})
+    return {"done": ["inner"]}
+
+
+_child = StateGraph(NestedState).add_node("inner", _inner).add_edge(START, "inner").compile()
+nested = (
+    StateGraph(NestedState)
+    .add_node("child", _child)
+    .add_node("after", lambda state: {"done": ["after"]})
+    .add_edge(START, "child")
+    .add_edge("child", "after")
+    .compile()
+)
+
+
+class ReviewState(TypedDict, total=False):
+    draft: str
+    approved: Any
+    notes: Annotated[list[str], operator.add]
+
+
+async def _review_a(state: ReviewState) -> ReviewState:
+    return {"approved": interrupt({"check": "a"}), "notes": ["a"]}
+
+
+async def _review_b(state: ReviewState) -> ReviewState:
+    return {"notes": [f"b:{interrupt({'check': 'b'})}"]}
+
+
+async def _publish(state: ReviewState) -> ReviewState:
+    return {"notes": ["published"]}
+
+
+# Two interrupts in one step (parallel nodes): resumed together by a map of interrupt ids.
+review = (
+    StateGraph(ReviewState)
+    .add_node("review_a", _review_a)
+    .add_node("review_b", _review_b)
+    .add_node("publish", _publish)
+    .add_edge(START, "review_a")
+    .add_edge(START, "review_b")
+    .add_edge(["review_a", "review_b"], "publish")
+    .compile()
+)

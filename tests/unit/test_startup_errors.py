@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agentd.config import load_settings
+from agentd.config import DEFAULT_JOBS, load_settings
 
 
 def _serve(config: Path) -> subprocess.CompletedProcess[str]:
@@ -88,5 +88,6 @@ def test_env_file_is_loaded_without_overriding_the_environment(
     assert os.environ["AGENTD_T_A"] == "from-file"
     assert os.environ["AGENTD_T_B"] == "from-process"
     assert settings.data_dir == tmp_path / ".agentd"
-    assert settings.jobs == 10 and settings.max_attempts == 3 and settings.run_timeout is None
+    assert settings.jobs == DEFAULT_JOBS and settings.max_attempts == 3
+    assert settings.run_timeout is None
     assert [g.graph_id for g in settings.graphs] == ["g"]
