@@ -117,14 +117,24 @@ def split_item(item: Any) -> tuple[tuple[str, ...], str, Any]:
 
 class Reducer:
     """Folds a run's events into the body of ``wait``/``join``: the error if one happened,
-    else the last root ``values`` chunk (which carries ``__interrupt__`` when paused)."""
+    else the last root ``values`` chunk, carrying every interrupt of the step it paused at
+    (LangGraph sends one chunk per interrupt when parallel nodes pause together)."""
 
     def __init__(self) -> None:
         self.values: bytes | None = None
         self.error: bytes | None = None
+        self._interrupts: list[Any] = []
 
     def add(self, event: str, data: bytes) -> None:
         if event == "values":
+            if b'"__interrupt__"' in data:
+                chunk = serde.loads(data)
+                if isinstance(chunk, dict) and isinstance(chunk.get("__interrupt__"), list):
+                    self._interrupts += chunk["__interrupt__"]
+                    chunk["__interrupt__"] = self._interrupts
+                    data = serde.dumps(chunk)
+            else:
+                self._interrupts = []
             self.values = data
         elif event == "error":
             self.error = data
