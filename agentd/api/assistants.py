@@ -21,6 +21,7 @@ from agentd import graph_info
 from agentd.api.common import JSON, make_router, page, services, uuid_param
 from agentd.ids import default_assistant_id
 from agentd.schemas import (
+    MAX_OFFSET,
     AssistantCount,
     AssistantCreate,
     AssistantPatch,
@@ -188,7 +189,7 @@ async def set_latest_version(
     assistant_id: str,
     request: Request,
     body: Annotated[AssistantVersionChange | None, Body()] = None,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_OFFSET)] = None,
 ) -> Response:
     """The version comes in the body (what the SDK sends) or as ``?version=`` (the spec)."""
     svc = services(request)
