@@ -175,3 +175,41 @@ class AssistantSearch(_Body):
             "created_at", "updated_at", "metadata", "version",
         ]
     ] | None = None  # fmt: skip
+
+
+class AssistantCount(_Body):
+    metadata: dict[str, Any] | None = None
+    graph_id: str | None = None
+    name: str | None = None
+
+
+class AssistantCreate(_Body):
+    assistant_id: str | None = None
+    graph_id: str
+    config: RunConfig | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    if_exists: Literal["raise", "do_nothing"] = "raise"
+    name: str | None = None
+    description: str | None = None
+
+
+class AssistantPatch(_Body):
+    """Fields left out keep their value; ``metadata`` is merged into the stored one."""
+
+    graph_id: str | None = None
+    config: RunConfig | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    name: str | None = None
+    description: str | None = None
+
+
+class AssistantVersionSearch(_Body):
+    metadata: dict[str, Any] | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class AssistantVersionChange(_Body):
+    version: int | None = Field(default=None, ge=1, le=MAX_OFFSET)

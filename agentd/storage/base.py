@@ -20,11 +20,43 @@ class Storage(Protocol):
     async def close(self) -> None: ...
 
     # Assistants
-    async def sync_default_assistants(self, assistants: Sequence[Row]) -> None: ...
+    async def sync_default_assistants(self, assistants: Sequence[Row]) -> None:
+        """Create missing default assistants; re-sync name and description of those never
+        edited (a single version); leave the others as their users made them."""
+        ...
+
+    async def create_assistant(self, assistant: Row, if_exists: str) -> Row: ...
     async def get_assistant(self, assistant_id: str) -> Row | None: ...
+    async def update_assistant(
+        self,
+        assistant_id: str,
+        *,
+        graph_id: str | None = None,
+        config: Row | None = None,
+        context: Row | None = None,
+        metadata: Row | None = None,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Row | None:
+        """Append a version (None keeps a field, metadata is merged, config.configurable
+        mirrors context) and make it current; None if the assistant does not exist."""
+        ...
+
+    async def set_latest_assistant_version(self, assistant_id: str, version: int) -> Row | None:
+        """The assistant takes the fields of ``version`` (NotFound if it has none such)."""
+        ...
+
+    async def delete_assistant(self, assistant_id: str) -> bool: ...
+    async def assistant_inflight_runs(self, assistant_id: str) -> list[Row]: ...
+    async def assistant_thread_ids(self, assistant_id: str) -> list[str]: ...
+    async def get_assistant_version(self, assistant_id: str, version: int) -> Row | None: ...
+    async def list_assistant_versions(
+        self, assistant_id: str, *, metadata: Row | None, limit: int, offset: int
+    ) -> list[Row]: ...
     async def search_assistants(
         self,
         *,
+        graph_ids: Sequence[str],
         graph_id: str | None,
         metadata: Row | None,
         name: str | None,
@@ -33,6 +65,14 @@ class Storage(Protocol):
         sort_by: str,
         sort_order: str,
     ) -> tuple[list[Row], int]: ...
+    async def count_assistants(
+        self,
+        *,
+        graph_ids: Sequence[str],
+        graph_id: str | None,
+        metadata: Row | None,
+        name: str | None,
+    ) -> int: ...
 
     # Threads
     async def create_thread(self, thread_id: str, metadata: Row, if_exists: str) -> Row: ...

@@ -151,27 +151,69 @@ class SqliteStorage:
     # ---------------------------------------------------------------- assistants
 
     async def sync_default_assistants(self, assistants: Sequence[Row]) -> None:
+        """Create each graph's default assistant if missing. One never edited (still at a
+        single version) follows its graph's name and description; one with versions made by
+        a user keeps them."""
+
         def tx(conn: sqlite3.Connection) -> None:
             now = _now()
+            system = _dumps({"created_by": "system"})
             for a in assistants:
                 conn.execute(
                     "INSERT INTO assistants (assistant_id, graph_id, config, context, metadata,"
                     " name, description, version, created_at, updated_at)"
-                    " VALUES (?, ?, '{}', '{}', ?, ?, ?, 1, ?, ?)"
-                    " ON CONFLICT (assistant_id) DO UPDATE SET name = excluded.name,"
-                    " description = excluded.description",
-                    (a["assistant_id"], a["graph_id"], _dumps({"created_by": "system"}),
-                     a["name"], a["description"], now, now),
+                    " VALUES (?, ?, '{}', '{}', ?, ?, ?, 1, ?, ?) ON CONFLICT DO NOTHING",
+                    (a["assistant_id"], a["graph_id"], system, a["name"], a["description"],
+                     now, now),
                 )  # fmt: skip
                 conn.execute(
-                    "INSERT OR IGNORE INTO assistant_versions (assistant_id, version, graph_id,"
-                    " config, context, metadata, name, description, created_at)"
-                    " VALUES (?, 1, ?, '{}', '{}', ?, ?, ?, ?)",
-                    (a["assistant_id"], a["graph_id"], _dumps({"created_by": "system"}),
-                     a["name"], a["description"], now),
-                )  # fmt: skip
+                    "INSERT INTO assistant_versions (assistant_id, version, graph_id, config,"
+                    " context, metadata, name, description, created_at)"
+                    " SELECT assistant_id, 1, graph_id, config, context, metadata, name,"
+                    " description, created_at FROM assistants WHERE assistant_id = ?"
+                    " ON CONFLICT DO NOTHING",
+                    (a["assistant_id"],),
+                )
+                untouched = (
+                    " WHERE assistant_id = ? AND graph_id = ?"
+                    " AND (name != ? OR description IS NOT ?)"
+                    " AND (SELECT max(version) FROM assistant_versions v"
+                    "      WHERE v.assistant_id = ?) = 1"
+                )
+                args = (a["name"], a["description"], a["assistant_id"], a["graph_id"],
+                        a["name"], a["description"], a["assistant_id"])  # fmt: skip
+                conn.execute(f"UPDATE assistants SET name = ?, description = ?{untouched}", args)
+                conn.execute(
+                    f"UPDATE assistant_versions SET name = ?, description = ?{untouched}", args
+                )
 
         await self._write(tx)
+
+    async def create_assistant(self, assistant: Row, if_exists: str) -> Row:
+        """Insert an assistant and its version 1; an existing id is a Conflict, or with
+        ``if_exists="do_nothing"`` the existing assistant unchanged."""
+
+        def tx(conn: sqlite3.Connection) -> Row:
+            row = conn.execute(
+                "SELECT * FROM assistants WHERE assistant_id = ?", (assistant["assistant_id"],)
+            ).fetchone()
+            if row is not None:
+                if if_exists == "do_nothing":
+                    return _assistant(row)
+                raise Conflict(f"Assistant {assistant['assistant_id']} already exists")
+            now = _now()
+            row = conn.execute(
+                "INSERT INTO assistants (assistant_id, graph_id, config, context, metadata,"
+                " name, description, version, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING *",
+                (assistant["assistant_id"], assistant["graph_id"], _dumps(assistant["config"]),
+                 _dumps(assistant["context"]), _dumps(assistant["metadata"]),
+                 assistant["name"], assistant["description"], now, now),
+            ).fetchone()  # fmt: skip
+            _insert_version(conn, row)
+            return _assistant(row)
+
+        return await self._write(tx)
 
     async def get_assistant(self, assistant_id: str) -> Row | None:
         def q(conn: sqlite3.Connection) -> Row | None:
@@ -182,9 +224,152 @@ class SqliteStorage:
 
         return await self._read(q)
 
+    async def update_assistant(
+        self,
+        assistant_id: str,
+        *,
+        graph_id: str | None = None,
+        config: Row | None = None,
+        context: Row | None = None,
+        metadata: Row | None = None,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Row | None:
+        """Make a new version from the latest one: None keeps a field, ``metadata`` is merged,
+        and ``config.configurable`` always mirrors ``context``. None if there is no such
+        assistant."""
+
+        def tx(conn: sqlite3.Connection) -> Row | None:
+            row = conn.execute(
+                "SELECT * FROM assistants WHERE assistant_id = ?", (assistant_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            new_context = context if context is not None else _json(row["context"])
+            new_config = {
+                k: v
+                for k, v in (config if config is not None else _json(row["config"])).items()
+                if k != "configurable"
+            }
+            if new_context:
+                new_config["configurable"] = new_context
+            version = conn.execute(
+                "SELECT max(version) FROM assistant_versions WHERE assistant_id = ?",
+                (assistant_id,),
+            ).fetchone()[0]
+            row = conn.execute(
+                "UPDATE assistants SET graph_id = ?, config = ?, context = ?, metadata = ?,"
+                " name = ?, description = ?, version = ?, updated_at = ?"
+                " WHERE assistant_id = ? RETURNING *",
+                (graph_id or row["graph_id"], _dumps(new_config), _dumps(new_context),
+                 _dumps({**_json(row["metadata"]), **(metadata or {})}),
+                 row["name"] if name is None else name,
+                 row["description"] if description is None else description,
+                 (version or 0) + 1, _now(), assistant_id),
+            ).fetchone()  # fmt: skip
+            _insert_version(conn, row)
+            return _assistant(row)
+
+        return await self._write(tx)
+
+    async def set_latest_assistant_version(self, assistant_id: str, version: int) -> Row | None:
+        """Make ``version`` the assistant's current one: the assistant takes all its fields.
+        None if there is no such assistant; NotFound if it has no such version."""
+
+        def tx(conn: sqlite3.Connection) -> Row | None:
+            if not conn.execute(
+                "SELECT 1 FROM assistants WHERE assistant_id = ?", (assistant_id,)
+            ).fetchone():
+                return None
+            v = conn.execute(
+                "SELECT * FROM assistant_versions WHERE assistant_id = ? AND version = ?",
+                (assistant_id, version),
+            ).fetchone()
+            if v is None:
+                raise NotFound(f"Version {version} not found for assistant {assistant_id}")
+            row = conn.execute(
+                "UPDATE assistants SET graph_id = ?, config = ?, context = ?, metadata = ?,"
+                " name = ?, description = ?, version = ?, updated_at = ?"
+                " WHERE assistant_id = ? RETURNING *",
+                (v["graph_id"], v["config"], v["context"], v["metadata"], v["name"],
+                 v["description"], version, _now(), assistant_id),
+            ).fetchone()  # fmt: skip
+            return _assistant(row)
+
+        return await self._write(tx)
+
+    async def delete_assistant(self, assistant_id: str) -> bool:
+        """Delete an assistant and (by cascade) its versions."""
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            n = conn.execute(
+                "DELETE FROM assistants WHERE assistant_id = ?", (assistant_id,)
+            ).rowcount
+            return n > 0
+
+        return await self._write(tx)
+
+    async def assistant_inflight_runs(self, assistant_id: str) -> list[Row]:
+        def q(conn: sqlite3.Connection) -> list[Row]:
+            return [
+                _run(r)
+                for r in conn.execute(
+                    "SELECT * FROM runs WHERE status IN (?, ?) AND assistant_id = ?"
+                    " ORDER BY created_at",
+                    (*_INFLIGHT, assistant_id),
+                )
+            ]
+
+        return await self._read(q)
+
+    async def assistant_thread_ids(self, assistant_id: str) -> list[str]:
+        """Threads whose ``metadata.assistant_id`` names this assistant."""
+
+        def q(conn: sqlite3.Connection) -> list[str]:
+            return [
+                r[0]
+                for r in conn.execute(
+                    "SELECT thread_id FROM threads"
+                    " WHERE json_extract(metadata, '$.assistant_id') = ?",
+                    (assistant_id,),
+                )
+            ]
+
+        return await self._read(q)
+
+    async def list_assistant_versions(
+        self, assistant_id: str, *, metadata: Row | None, limit: int, offset: int
+    ) -> list[Row]:
+        """Versions, newest first."""
+        where, args = ["assistant_id = ?"], [assistant_id]
+        _metadata_filter(metadata, where, args)
+
+        def q(conn: sqlite3.Connection) -> list[Row]:
+            return [
+                _assistant_version(r)
+                for r in conn.execute(
+                    f"SELECT * FROM assistant_versions WHERE {' AND '.join(where)}"
+                    " ORDER BY version DESC LIMIT ? OFFSET ?",
+                    [*args, limit, offset],
+                )
+            ]
+
+        return await self._read(q)
+
+    async def get_assistant_version(self, assistant_id: str, version: int) -> Row | None:
+        def q(conn: sqlite3.Connection) -> Row | None:
+            row = conn.execute(
+                "SELECT * FROM assistant_versions WHERE assistant_id = ? AND version = ?",
+                (assistant_id, version),
+            ).fetchone()
+            return _assistant_version(row) if row else None
+
+        return await self._read(q)
+
     async def search_assistants(
         self,
         *,
+        graph_ids: Sequence[str],
         graph_id: str | None,
         metadata: Row | None,
         name: str | None,
@@ -193,16 +378,26 @@ class SqliteStorage:
         sort_by: str,
         sort_order: str,
     ) -> tuple[list[Row], int]:
-        where, args = [], []
-        if graph_id is not None:
-            where.append("graph_id = ?")
-            args.append(graph_id)
-        if name is not None:
-            where.append("instr(lower(name), lower(?)) > 0")
-            args.append(name)
-        _metadata_filter(metadata, where, args)
+        """Assistants of the graphs in ``graph_ids`` (those served) matching the filters."""
+        where, args = _assistant_filter(graph_ids, graph_id, metadata, name)
         return await self._search("assistants", where, args, sort_by, sort_order, limit,
                                   offset, _assistant)  # fmt: skip
+
+    async def count_assistants(
+        self,
+        *,
+        graph_ids: Sequence[str],
+        graph_id: str | None,
+        metadata: Row | None,
+        name: str | None,
+    ) -> int:
+        where, args = _assistant_filter(graph_ids, graph_id, metadata, name)
+
+        def q(conn: sqlite3.Connection) -> int:
+            sql = f"SELECT count(*) FROM assistants WHERE {' AND '.join(where)}"
+            return conn.execute(sql, args).fetchone()[0]
+
+        return await self._read(q)
 
     # ---------------------------------------------------------------- threads
 
@@ -646,6 +841,31 @@ def _metadata_filter(
             args += [path, value]
 
 
+def _assistant_filter(
+    graph_ids: Sequence[str], graph_id: str | None, metadata: Row | None, name: str | None
+) -> tuple[list[str], list[Any]]:
+    where = [f"graph_id IN ({','.join('?' * len(graph_ids))})" if graph_ids else "0"]
+    args: list[Any] = list(graph_ids)
+    if graph_id is not None:
+        where.append("graph_id = ?")
+        args.append(graph_id)
+    if name is not None:
+        where.append("instr(lower(name), lower(?)) > 0")
+        args.append(name)
+    _metadata_filter(metadata, where, args)
+    return where, args
+
+
+def _insert_version(conn: sqlite3.Connection, row: sqlite3.Row) -> None:
+    """Record an assistant row as its version ``row["version"]``."""
+    conn.execute(
+        "INSERT INTO assistant_versions (assistant_id, version, graph_id, config, context,"
+        " metadata, name, description, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (row["assistant_id"], row["version"], row["graph_id"], row["config"], row["context"],
+         row["metadata"], row["name"], row["description"], row["updated_at"]),
+    )  # fmt: skip
+
+
 def _thread(row: sqlite3.Row) -> Row:
     return {
         "thread_id": row["thread_id"],
@@ -688,4 +908,18 @@ def _assistant(row: sqlite3.Row) -> Row:
         "version": row["version"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+    }
+
+
+def _assistant_version(row: sqlite3.Row) -> Row:
+    return {
+        "assistant_id": row["assistant_id"],
+        "version": row["version"],
+        "graph_id": row["graph_id"],
+        "config": _json(row["config"]),
+        "context": _json(row["context"]),
+        "metadata": _json(row["metadata"]),
+        "name": row["name"],
+        "description": row["description"],
+        "created_at": row["created_at"],
     }

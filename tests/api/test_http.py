@@ -124,7 +124,7 @@ async def test_unknown_run_on_existing_thread_is_404(http: httpx.AsyncClient) ->
         ("POST", "/threads/nope/runs", "thread"),
         ("GET", "/threads/{tid}/runs/nope", "run"),
         ("GET", "/threads/{tid}/runs/nope/join", "run"),
-        ("GET", "/assistants/agent", "assistant"),
+        ("GET", "/assistants/not-a-graph", "assistant"),
         ("GET", "/threads/{tid}/state/nope", "checkpoint"),
     ],
 )

@@ -1,8 +1,7 @@
-"""Threads, their state and history, and assistants, through the official Python client."""
+"""Threads, their state and history, through the official Python client."""
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -13,10 +12,6 @@ from langgraph_sdk.errors import (
     NotFoundError,
     UnprocessableEntityError,
 )
-
-from tests.server import TEST_CONFIG
-
-AGENT_ID = "fe096781-5601-53d2-b2f6-0d3403f7e9ca"
 
 
 async def test_thread_crud(client: LangGraphClient) -> None:
@@ -144,19 +139,3 @@ async def test_update_state_on_busy_thread_is_409(client: LangGraphClient) -> No
     with pytest.raises(ConflictError):
         await client.threads.update_state(tid, {"done": ["x"]}, as_node="c")
     await client.runs.join(tid, run["run_id"])
-
-
-async def test_assistants(client: LangGraphClient) -> None:
-    agent = await client.assistants.get(AGENT_ID)
-    assert agent["graph_id"] == "agent" and agent["metadata"] == {"created_by": "system"}
-    assert agent["version"] == 1 and agent["config"] == {}
-    found = await client.assistants.search(graph_id="echo")
-    assert [a["graph_id"] for a in found] == ["echo"]
-    graphs = json.loads(TEST_CONFIG.read_text())["graphs"]
-    assert len(await client.assistants.search(limit=100)) == len(graphs)
-    assert len(await client.assistants.search(metadata={"created_by": "system"}, limit=3)) == 3
-    assert await client.assistants.search(graph_id="nope") == []
-    named = await client.assistants.search(name="ECH")
-    assert [a["name"] for a in named] == ["echo"]
-    with pytest.raises(NotFoundError):
-        await client.assistants.get(str(uuid.uuid4()))
