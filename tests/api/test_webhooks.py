@@ -136,7 +136,7 @@ async def test_success_payload_headers_and_query_string(
     hooks: LangGraphClient, receiver: Receiver
 ) -> None:
     path = new_path()
-    url = receiver.url(f"{path}?token=a%2Fb&x=1&x=2")
+    url = f"http://localhost:{receiver.port}{path}?token=a%2Fb&x=1&x=2"
     thread = await hooks.threads.create(metadata={"owner": "me"})
     run = await hooks.runs.create(
         thread["thread_id"], "echo", input={"value": 42}, metadata={"m": 1}, webhook=url
@@ -145,6 +145,7 @@ async def test_success_payload_headers_and_query_string(
     [hook] = await wait_for(receiver, path)
 
     assert hook.path == f"{path}?token=a%2Fb&x=1&x=2"  # the query string, byte for byte
+    assert hook.headers["host"] == f"localhost:{receiver.port}"  # sent to the checked address
     assert hook.headers["content-type"] == "application/json"
     assert hook.headers["authorization"] == "Bearer s3cret"  # ${{ env.LG_WEBHOOK_TOKEN }}
     assert hook.headers["x-static"] == "yes"
@@ -299,11 +300,21 @@ async def test_hanging_receiver_delays_neither_the_run_nor_the_next(
     assert blackhole.accepted >= before + 2
 
 
-async def test_shutdown_abandons_hanging_deliveries(tmp_path: Path, blackhole: Blackhole) -> None:
-    config = write_config(tmp_path / "cfg", webhooks={"url": {"disable_loopback": False}})
+async def test_allowed_fields_and_shutdown_abandoning_a_hanging_delivery(
+    tmp_path: Path, receiver: Receiver, blackhole: Blackhole
+) -> None:
+    config = write_config(
+        tmp_path / "cfg",
+        webhooks={"url": {"disable_loopback": False}, "allowed_fields": ["run_id", "values"]},
+    )
     srv = Server(tmp_path / "data", config=config).start()
+    path = new_path()
     try:
         async for client in _client(srv):
+            await client.runs.wait(None, "echo", input={"value": 5}, webhook=receiver.url(path))
+            [hook] = await wait_for(receiver, path)
+            assert set(hook.body) == {"run_id", "values"}
+            assert hook.body["values"]["value"] == 5
             await client.runs.wait(None, "echo", input={}, webhook=blackhole.url("/shutdown"))
         started = time.monotonic()
         assert srv.stop() in (0, -15)  # uvicorn re-raises SIGTERM once it has shut down
