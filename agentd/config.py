@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,28 @@ class GraphSpec:
 
 
 @dataclass(frozen=True)
+class WebhookUrlPolicy:
+    """``webhooks.url``: which webhook URLs runs may name (checked at creation and at send)."""
+
+    require_https: bool = False
+    disable_loopback: bool = True  # 127/8, ::1, localhost, 0.0.0.0
+    disable_private_ips: bool = True  # 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, link-local
+    allowed_domains: tuple[str, ...] = ()  # "hooks.x.com" or "*.x.com" (subdomains only)
+    allowed_ports: tuple[int, ...] = ()
+    max_url_length: int = 4096
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """The ``webhooks`` section of langgraph.json and ``http.disable_webhooks``."""
+
+    enabled: bool = True
+    url: WebhookUrlPolicy = field(default_factory=WebhookUrlPolicy)
+    headers: tuple[tuple[str, str], ...] = ()  # env templates already resolved
+    allowed_fields: tuple[str, ...] | None = None  # payload keys to keep; None keeps all
+
+
+@dataclass(frozen=True)
 class Settings:
     config_path: Path
     host: str = "127.0.0.1"
@@ -42,6 +65,7 @@ class Settings:
     resumable_ttl: float = 600.0  # seconds a resumable run's events are kept after its end
     graphs: tuple[GraphSpec, ...] = ()
     dependencies: tuple[Path, ...] = ()
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -87,6 +111,7 @@ def load_settings(
         resumable_ttl=_env_number("RESUMABLE_STREAM_TTL_SECONDS", float, 600.0),
         graphs=_parse_graphs(raw.get("graphs"), path),
         dependencies=_parse_dependencies(raw.get("dependencies", []), base, path),
+        webhooks=_parse_webhooks(raw.get("webhooks"), raw.get("http"), path),
         raw=raw,
     )
 
@@ -147,3 +172,119 @@ def _apply_env(env: Any, base: Path) -> None:
         raise ConfigError("'env' must be an object or the path of a .env file")
     for key, value in values.items():
         os.environ.setdefault(key, value)
+
+
+# ---------------------------------------------------------------- webhooks
+
+_URL_POLICY_KEYS = {"require_https", "disable_loopback", "disable_private_ips",
+                    "allowed_domains", "allowed_ports", "max_url_length"}  # fmt: skip
+_ENV_TEMPLATE = re.compile(r"\$\{\{\s*env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Set by the sender itself: a configured value would break the request or the address pinning.
+_RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+
+
+def _parse_webhooks(webhooks: Any, http: Any, path: Path) -> WebhookSettings:
+    """Typed webhook settings. Unknown keys are refused: a misspelt security setting must
+    not silently fall back to its default."""
+    if http is not None and not isinstance(http, dict):
+        raise ConfigError(f"{path}: 'http' must be an object")
+    disabled = (http or {}).get("disable_webhooks", False)
+    if not isinstance(disabled, bool):
+        raise ConfigError(f"{path}: 'http.disable_webhooks' must be true or false")
+    webhooks = {} if webhooks is None else webhooks
+    if not isinstance(webhooks, dict):
+        raise ConfigError(f"{path}: 'webhooks' must be an object")
+    _no_unknown_keys(webhooks, {"env_prefix", "url", "headers", "allowed_fields"}, "webhooks", path)
+    prefix = webhooks.get("env_prefix", "LG_WEBHOOK_")
+    if not isinstance(prefix, str):
+        raise ConfigError(f"{path}: 'webhooks.env_prefix' must be a string")
+    fields = webhooks.get("allowed_fields")
+    if fields is not None and not _str_list(fields):
+        raise ConfigError(f"{path}: 'webhooks.allowed_fields' must be a list of strings")
+    return WebhookSettings(
+        enabled=not disabled,
+        url=_parse_url_policy(webhooks.get("url"), path),
+        headers=_parse_webhook_headers(webhooks.get("headers"), prefix, path),
+        allowed_fields=tuple(fields) if fields is not None else None,
+    )
+
+
+def _parse_url_policy(url: Any, path: Path) -> WebhookUrlPolicy:
+    url = {} if url is None else url
+    if not isinstance(url, dict):
+        raise ConfigError(f"{path}: 'webhooks.url' must be an object")
+    _no_unknown_keys(url, _URL_POLICY_KEYS, "webhooks.url", path)
+    flags: dict[str, bool] = {}
+    for key in ("require_https", "disable_loopback", "disable_private_ips"):
+        if key in url:
+            if not isinstance(url[key], bool):
+                raise ConfigError(f"{path}: 'webhooks.url.{key}' must be true or false")
+            flags[key] = url[key]
+    domains = url.get("allowed_domains") or []
+    if not _str_list(domains) or not all(_domain_pattern(d) for d in domains):
+        raise ConfigError(f"{path}: 'webhooks.url.allowed_domains' must be a list of host names "
+                          "like 'hooks.example.com' or '*.example.com'")  # fmt: skip
+    ports = url.get("allowed_ports") or []
+    if not isinstance(ports, list) or not all(_is_int(p) and 0 < p < 65536 for p in ports):
+        raise ConfigError(f"{path}: 'webhooks.url.allowed_ports' must be a list of port numbers")
+    length = url.get("max_url_length", WebhookUrlPolicy.max_url_length)
+    if not _is_int(length) or length < 1:
+        raise ConfigError(f"{path}: 'webhooks.url.max_url_length' must be a positive integer")
+    return WebhookUrlPolicy(
+        **flags,
+        allowed_domains=tuple(d.lower().rstrip(".") for d in domains),
+        allowed_ports=tuple(ports),
+        max_url_length=length,
+    )
+
+
+def _parse_webhook_headers(headers: Any, prefix: str, path: Path) -> tuple[tuple[str, str], ...]:
+    """Static headers; ``${{ env.VAR }}`` is replaced at start-up, and only variables named
+    with ``env_prefix`` may be read, so a config cannot leak arbitrary secrets."""
+    headers = {} if headers is None else headers
+    if not isinstance(headers, dict):
+        raise ConfigError(f"{path}: 'webhooks.headers' must be an object of name -> value")
+    resolved = []
+    for name, value in headers.items():
+        where = f"'webhooks.headers.{name}'"
+        if not _HEADER_NAME.match(name) or name.lower() in _RESERVED_HEADERS:
+            raise ConfigError(f"{path}: {where} is not a header a webhook may set")
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {where} must be a string")
+
+        def substitute(match: re.Match[str], where: str = where) -> str:
+            var = match.group(1)
+            if not var.startswith(prefix):
+                raise ConfigError(f"{path}: {where} reads ${{{{ env.{var} }}}}, but only "
+                                  f"variables starting with {prefix!r} (webhooks.env_prefix) "
+                                  "may be used")  # fmt: skip
+            if var not in os.environ:
+                raise ConfigError(f"{path}: {where} reads {var}, which is not set")
+            return os.environ[var]
+
+        value = _ENV_TEMPLATE.sub(substitute, value)
+        if any(c in value for c in "\r\n\0"):
+            raise ConfigError(f"{path}: {where} must not contain line breaks")
+        resolved.append((name, value))
+    return tuple(resolved)
+
+
+def _no_unknown_keys(section: dict[str, Any], known: set[str], name: str, path: Path) -> None:
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in '{name}': {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(known))})")  # fmt: skip
+
+
+def _str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _domain_pattern(value: str) -> bool:
+    host = value[2:] if value.startswith("*.") else value
+    return bool(host) and "*" not in host and "/" not in host and ":" not in host

@@ -16,6 +16,7 @@ from agentd.runs.service import RunService
 from agentd.runs.worker import Worker
 from agentd.state import ThreadStates
 from agentd.storage.sqlite import SqliteStorage
+from agentd.webhooks.sender import WebhookSender
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Services:
     runs: RunService
     states: ThreadStates
     worker: Worker
+    webhooks: WebhookSender
 
 
 @asynccontextmanager
@@ -41,10 +43,12 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
     try:
         await storage.sync_default_assistants(graphs.default_assistants())
         broker = MemoryBroker(resumable_ttl=settings.resumable_ttl)
+        webhooks = WebhookSender(settings.webhooks)
         executor = Executor(
             storage,
             broker,
             graphs,
+            webhooks,
             timeout=settings.run_timeout,
             max_attempts=settings.max_attempts,
         )
@@ -54,14 +58,16 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             storage=storage,
             broker=broker,
             graphs=graphs,
-            runs=RunService(storage, broker, graphs),
+            runs=RunService(storage, broker, graphs, webhooks),
             states=ThreadStates(storage, graphs),
             worker=worker,
+            webhooks=webhooks,
         )
         await worker.start()
         try:
             yield services
         finally:
             await worker.stop()
+            await webhooks.stop()  # deliveries under way get a short grace, then are abandoned
     finally:
         await storage.close()

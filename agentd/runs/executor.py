@@ -16,6 +16,7 @@ from agentd.broker.memory import MemoryBroker
 from agentd.graphs import GraphRegistry
 from agentd.runs.streaming import EventEncoder, langgraph_modes, split_item, visible_events
 from agentd.storage.base import Row, Storage
+from agentd.webhooks.sender import WebhookSender
 
 log = logging.getLogger("agentd.executor")
 FINISH_ATTEMPTS = 5
@@ -27,6 +28,7 @@ class Executor:
         storage: Storage,
         broker: MemoryBroker,
         graphs: GraphRegistry,
+        webhooks: WebhookSender,
         *,
         timeout: float | None = None,
         max_attempts: int = 3,
@@ -34,6 +36,7 @@ class Executor:
         self.storage = storage
         self.broker = broker
         self.graphs = graphs
+        self.webhooks = webhooks
         self.timeout = timeout
         self.max_attempts = max_attempts
         # run_id -> "interrupt" | "rollback", set by the worker before it cancels a run's task.
@@ -43,6 +46,7 @@ class Executor:
         """Run ``run`` to its end and return its final status. A cancellation that is not a
         user's cancel (shutdown) puts the run back in the queue and propagates."""
         run_id, thread_id, kwargs = run["run_id"], run["thread_id"], run["kwargs"]
+        started_at = serde.now()
         temporary = bool(kwargs.get("temporary"))
         self.broker.open_run(
             run_id,
@@ -118,17 +122,20 @@ class Executor:
                 status, thread_status = "error", "error"
                 error = serde.error_payload(exc)
                 await self.broker.publish(run_id, "error", serde.dumps(error))
+        encoded = serde.dumps(values) if values is not None else None
         await self._finish(
             run_id,
             thread_id,
             status,
             thread_status=thread_status,
-            values=orjson.Fragment(serde.dumps(values)) if values is not None else None,
+            values=orjson.Fragment(encoded) if encoded is not None else None,
             interrupts=orjson.Fragment(serde.dumps(interrupts)) if interrupts else None,
             error=error,
             delete=temporary,
             rollback=status == "rollback",
         )
+        # Recorded first; the delivery runs in the background and never holds this slot.
+        self.webhooks.run_ended(run, status, values=encoded, error=error, started_at=started_at)
         await self.broker.end(run_id, status, thread_id)
         return status
 

@@ -15,6 +15,7 @@ from agentd.ids import parse_uuid, uuid7
 from agentd.runs.streaming import SUPPORTED_MODES
 from agentd.schemas import BadRequest, NotFound, RunCreate, Unprocessable
 from agentd.storage.base import Row, Storage
+from agentd.webhooks.sender import WebhookSender
 
 # Keys clients may not set in configurable or metadata: agentd owns them.
 _RESERVED_CONFIGURABLE = ("run_id", "thread_id", "graph_id", "assistant_id", "user_id")
@@ -23,10 +24,17 @@ _NOT_GRAPH_CONFIG = ("configurable", "interrupt_before", "interrupt_after")
 
 
 class RunService:
-    def __init__(self, storage: Storage, broker: MemoryBroker, graphs: GraphRegistry):
+    def __init__(
+        self,
+        storage: Storage,
+        broker: MemoryBroker,
+        graphs: GraphRegistry,
+        webhooks: WebhookSender,
+    ):
         self.storage = storage
         self.broker = broker
         self.graphs = graphs
+        self.webhooks = webhooks
 
     async def resolve_assistant(self, value: str) -> Row:
         assistant_id = self.graphs.resolve_assistant_id(value)
@@ -71,6 +79,8 @@ class RunService:
         """Validate a request and build the run row to store; raises ApiError on bad input."""
         stateless = thread_id is None
         _validate(body, stateless)
+        if body.webhook is not None:
+            await self.webhooks.check(body.webhook)  # the URL policy: 422, nothing stored
         assistant = await self.resolve_assistant(body.assistant_id)
         assistant_id, graph_id = assistant["assistant_id"], assistant["graph_id"]
         thread = None if stateless else await self.storage.get_thread(thread_id)  # type: ignore[arg-type]
@@ -186,6 +196,8 @@ class RunService:
                 await self.broker.cancel(run["run_id"], action)
             else:
                 await self.broker.end(run["run_id"], "interrupted", thread_id)
+                # A pending run ends here, never having started: its webhook still fires.
+                self.webhooks.run_ended(run, "rollback" if action == "rollback" else "interrupted")
         if runs:
             await self.broker.wake()
         return runs
@@ -254,10 +266,6 @@ def _validate(body: RunCreate, stateless: bool) -> None:
             f"Stream mode(s) not supported by this server yet: {', '.join(unsupported)}. "
             f"Supported: {', '.join(sorted(SUPPORTED_MODES))}"
         )
-    if body.webhook is not None:
-        # Refused rather than stored and never sent: a caller must not wait for a call that
-        # will not come.
-        raise Unprocessable("Webhooks are not supported by this server yet")
     if body.command is not None and body.command.resume is not None and stateless:
         raise BadRequest("You must provide a thread_id when resuming.")
     if body.checkpoint_id is not None and parse_uuid(body.checkpoint_id) is None:

@@ -158,7 +158,7 @@ async def test_invalid_json_is_422(http: httpx.AsyncClient) -> None:
         {"assistant_id": "echo", "if_not_exists": "maybe"},
         {"assistant_id": "not-a-graph"},
         {"assistant_id": "echo", "checkpoint_id": "nope"},
-        {"assistant_id": "echo", "webhook": "https://example.com/hook"},
+        {"assistant_id": "echo", "webhook": "http://127.0.0.1:9/hook"},  # loopback: refused
         [],
     ],
 )

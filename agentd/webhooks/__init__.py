@@ -1,0 +1,1 @@
+"""Run webhooks: the URL policy that keeps them off internal networks, and the sender."""
