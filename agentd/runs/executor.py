@@ -59,11 +59,10 @@ class Executor:
         )
         config = _graph_config(run)
         graph_input, command = kwargs.get("input"), kwargs.get("command")
-        if not temporary:
+        if not temporary and run.get("resume"):
             # A run started before (a crash, a shutdown) continues from the checkpoints it wrote.
-            if await self.storage.latest_checkpoint_run_id(thread_id) == run_id:
-                graph_input, command = None, None
-                config["configurable"].pop("checkpoint_id", None)
+            graph_input, command = None, None
+            config["configurable"].pop("checkpoint_id", None)
         checkpointer = None if temporary else self.storage.checkpointer
         graph_id = run["metadata"].get("graph_id") or kwargs["config"]["configurable"]["graph_id"]
 
@@ -90,7 +89,7 @@ class Executor:
                 ) as graph:
                     graph_input = _to_command(command) if command else graph_input
                     await self._stream(graph, graph_input, config, run, progress)
-                    if checkpointer is not None:
+                    if checkpointer is not None and _may_have_paused(graph, kwargs, progress):
                         snapshot = await graph.aget_state(
                             {"configurable": {"thread_id": thread_id}}
                         )
@@ -99,6 +98,7 @@ class Executor:
                         if snapshot.next or interrupts:
                             thread_status = "interrupted"
                     else:
+                        # Ran to its end: the last root values are the final state.
                         values = progress.get("values")
         except asyncio.CancelledError:
             action = self.cancel_actions.pop(run_id, None)
@@ -170,6 +170,8 @@ class Executor:
             namespace, mode, chunk = split_item(item)
             if mode == "values" and not namespace:
                 progress["values"] = chunk
+                if isinstance(chunk, dict) and "__interrupt__" in chunk:
+                    progress["interrupted"] = True
             for event, data in encoder.encode(mode, chunk, namespace):
                 await self.broker.publish(run_id, event, data)
 
@@ -231,6 +233,19 @@ def _to_command(command: dict[str, Any]) -> Command:
         update=command.get("update"),
         resume=command.get("resume"),
         goto=goto if goto is not None else (),
+    )
+
+
+def _may_have_paused(graph: Any, kwargs: Row, progress: Row) -> bool:
+    """Whether the run may have stopped before the graph's end, so that the thread's state
+    must be read back: an interrupt was streamed, breakpoints are set, or nothing ran."""
+    return bool(
+        progress.get("interrupted")
+        or "values" not in progress
+        or kwargs.get("interrupt_before")
+        or kwargs.get("interrupt_after")
+        or getattr(graph, "interrupt_before_nodes", None)
+        or getattr(graph, "interrupt_after_nodes", None)
     )
 
 

@@ -9,7 +9,7 @@ import time
 
 from agentd.broker.memory import MemoryBroker
 from agentd.runs.executor import Executor
-from agentd.storage.base import Storage
+from agentd.storage.base import Row, Storage
 
 log = logging.getLogger("agentd.worker")
 EARLY_CANCEL_TTL = 60.0
@@ -94,18 +94,22 @@ class Worker:
 
     async def _claim_while_free(self) -> None:
         while len(self._tasks) < self.jobs:
-            run = await self.storage.claim_run()
-            if run is None:
+            runs = await self.storage.claim_runs(self.jobs - len(self._tasks))
+            if not runs:
                 if self._due_at is None:
                     self._due_at = await self.storage.next_due_at()
                 return
-            run_id = run["run_id"]
-            task = asyncio.create_task(self.executor.execute(run), name=f"run-{run_id}")
-            self._tasks[run_id] = task
-            task.add_done_callback(lambda t, rid=run_id: self._finished(rid, t))
-            early = self._early_cancels.pop(run_id, None)
-            if early is not None:
-                self.cancel(run_id, early[0])
+            for run in runs:
+                self._start(run)
+
+    def _start(self, run: Row) -> None:
+        run_id = run["run_id"]
+        task = asyncio.create_task(self.executor.execute(run), name=f"run-{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda t, rid=run_id: self._finished(rid, t))
+        early = self._early_cancels.pop(run_id, None)
+        if early is not None:
+            self.cancel(run_id, early[0])
 
     def _finished(self, run_id: str, task: asyncio.Task[str]) -> None:
         self._tasks.pop(run_id, None)

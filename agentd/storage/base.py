@@ -117,8 +117,9 @@ class Storage(Protocol):
     ) -> list[Row]: ...
     async def inflight_runs(self, thread_id: str) -> list[Row]: ...
     async def delete_run(self, thread_id: str, run_id: str) -> bool: ...
-    async def claim_run(self) -> Row | None:
-        """Mark the oldest due pending run whose thread has no running run as running."""
+    async def claim_runs(self, limit: int) -> list[Row]:
+        """Mark up to ``limit`` runs running: per thread with no running run, its oldest due
+        pending run. Each carries ``resume``: the thread's newest checkpoint is its own."""
         ...
 
     async def next_due_at(self) -> float | None:
@@ -144,10 +145,6 @@ class Storage(Protocol):
     ) -> None:
         """End a run and write its outcome to the thread; ``delete`` drops a temporary
         thread and its runs instead, ``rollback`` drops the run and its checkpoints."""
-        ...
-
-    async def latest_checkpoint_run_id(self, thread_id: str) -> str | None:
-        """The run that wrote the thread's newest root checkpoint (for crash resume)."""
         ...
 
     async def requeue_run(self, run_id: str) -> None:

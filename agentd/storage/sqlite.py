@@ -611,20 +611,37 @@ class SqliteStorage:
 
         return await self._write(tx)
 
-    async def claim_run(self) -> Row | None:
-        def tx(conn: sqlite3.Connection) -> Row | None:
+    async def claim_runs(self, limit: int) -> list[Row]:
+        """Mark up to ``limit`` runnable runs ``running`` in one transaction: the oldest due
+        pending run of each thread that has nothing running. Each claimed run says whether
+        its thread's newest checkpoint is its own (``resume``: a start cut short before)."""
+
+        def tx(conn: sqlite3.Connection) -> list[Row]:
             now = _now()
-            row = conn.execute(
-                "UPDATE runs SET status = 'running', attempt = attempt + 1, updated_at = ?"
-                " WHERE run_id = (SELECT r.run_id FROM runs r"
-                "   WHERE r.status = 'pending' AND r.created_at <= ?"
-                "   AND NOT EXISTS (SELECT 1 FROM runs x"
-                "                   WHERE x.thread_id = r.thread_id AND x.status = 'running')"
-                "   ORDER BY r.created_at LIMIT 1)"
-                " RETURNING *",
-                (now, now),
-            ).fetchone()
-            return _run(row) if row else None
+            claimed: list[Row] = []
+            for _ in range(limit):
+                row = conn.execute(
+                    "UPDATE runs SET status = 'running', attempt = attempt + 1, updated_at = ?"
+                    " WHERE run_id = (SELECT r.run_id FROM runs r"
+                    "   WHERE r.status = 'pending' AND r.created_at <= ?"
+                    "   AND NOT EXISTS (SELECT 1 FROM runs x"
+                    "                   WHERE x.thread_id = r.thread_id AND x.status = 'running')"
+                    "   ORDER BY r.created_at LIMIT 1)"
+                    " RETURNING *",
+                    (now, now),
+                ).fetchone()
+                if row is None:
+                    break
+                run = _run(row)
+                latest = conn.execute(
+                    "SELECT json_extract(CAST(metadata AS TEXT), '$.run_id') FROM checkpoints"
+                    " WHERE thread_id = ? AND checkpoint_ns = ''"
+                    " ORDER BY checkpoint_id DESC LIMIT 1",
+                    (run["thread_id"],),
+                ).fetchone()
+                run["resume"] = latest is not None and latest[0] == run["run_id"]
+                claimed.append(run)
+            return claimed
 
         return await self._write(tx)
 
@@ -734,19 +751,6 @@ class SqliteStorage:
             return rows
 
         return await self._write(tx)
-
-    async def latest_checkpoint_run_id(self, thread_id: str) -> str | None:
-        """The run that wrote the thread's newest root checkpoint (for crash resume)."""
-
-        def q(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(
-                "SELECT json_extract(CAST(metadata AS TEXT), '$.run_id') FROM checkpoints"
-                " WHERE thread_id = ? AND checkpoint_ns = '' ORDER BY checkpoint_id DESC LIMIT 1",
-                (thread_id,),
-            ).fetchone()
-            return row[0] if row else None
-
-        return await self._read(q)
 
 
 def _insert_run(
