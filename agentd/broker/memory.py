@@ -122,7 +122,7 @@ class MemoryBroker:
                 for channel in self._channels.values()
                 if channel.thread_id == thread_id
                 for key, event in channel.log
-                if event[1] != DONE and key > after
+                if key > after and event[1].split("|", 1)[0] in channel.shown
             )
             for _, event in kept:
                 sub.queue.put_nowait(event)

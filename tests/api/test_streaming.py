@@ -262,6 +262,24 @@ async def test_thread_stream_lifecycle_and_state_updates(client: LangGraphClient
     assert update["thread_id"] == tid and update["state"]["values"]["value"] == 6  # type: ignore[index]
 
 
+async def test_thread_stream_replays_resumable_runs_after_last_event_id(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        tid = (await http.post("/threads", json={})).json()["thread_id"]
+        body = {"assistant_id": "echo", "input": {"value": 3}, "stream_resumable": True,
+                "stream_mode": "updates"}  # fmt: skip
+        frames = await _sse(http, "POST", f"/threads/{tid}/runs/stream", json=body)
+        assert [f["event"] for f in frames] == ["metadata", "updates"]
+        path = f"/threads/{tid}/stream"
+        replayed: list[dict] = []
+        async with http.stream("GET", path, headers={"Last-Event-ID": "-1"}) as res:
+            async for line in res.aiter_lines():
+                if line.startswith("id: "):
+                    replayed.append({"id": line[4:]})
+                    if len(replayed) == len(frames):
+                        break
+        assert [r["id"] for r in replayed] == [f["id"] for f in frames]
+
+
 async def test_thread_stream_errors(client: LangGraphClient, url: str) -> None:
     with pytest.raises(NotFoundError):
         async for _ in await client.threads.join_stream("00000000-0000-0000-0000-000000000000"):
