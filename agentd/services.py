@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from agentd.broker.memory import MemoryBroker
 from agentd.config import Settings
+from agentd.crons.scheduler import Scheduler
+from agentd.crons.service import CronService
 from agentd.graphs import GraphRegistry
 from agentd.runs.executor import Executor
 from agentd.runs.service import RunService
@@ -25,6 +27,8 @@ class Services:
     runs: RunService
     states: ThreadStates
     worker: Worker
+    crons: CronService
+    scheduler: Scheduler
 
 
 @asynccontextmanager
@@ -42,19 +46,25 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             max_attempts=settings.max_attempts,
         )
         worker = Worker(storage, broker, executor, settings.jobs)
+        runs = RunService(storage, broker, graphs)
+        scheduler = Scheduler(storage, runs)
         services = Services(
             settings=settings,
             storage=storage,
             broker=broker,
             graphs=graphs,
-            runs=RunService(storage, broker, graphs),
+            runs=runs,
             states=ThreadStates(storage, graphs),
             worker=worker,
+            crons=CronService(storage, runs, scheduler.wake),
+            scheduler=scheduler,
         )
         await worker.start()
+        await scheduler.start()
         try:
             yield services
         finally:
+            await scheduler.stop()
             await worker.stop()
     finally:
         await storage.close()
