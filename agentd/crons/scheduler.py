@@ -57,8 +57,11 @@ class Scheduler:
                 due_at = time.time() + 1
             timeout = MAX_SLEEP if due_at is None else min(MAX_SLEEP, due_at - time.time())
             if timeout > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                # arrives as the wake-up does, and stop() would then wait forever.
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
 
