@@ -3,6 +3,7 @@ OpenAPI document), the enums they use, and the errors every layer may raise."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -213,3 +214,78 @@ class AssistantVersionSearch(_Body):
 
 class AssistantVersionChange(_Body):
     version: int | None = Field(default=None, ge=1, le=MAX_OFFSET)
+
+
+# ---------------------------------------------------------------- crons
+
+
+class _CronRun(_Body):
+    """What a cron's runs are made of: the run fields a cron stores in its ``payload``."""
+
+    input: dict[str, Any] | list[Any] | str | int | float | bool | None = None
+    metadata: dict[str, Any] | None = None
+    config: RunConfig | None = None
+    context: dict[str, Any] | None = None
+    webhook: str | None = Field(default=None, min_length=1, max_length=65536)
+    interrupt_before: Literal["*"] | list[str] | None = None
+    interrupt_after: Literal["*"] | list[str] | None = None
+    stream_mode: StreamMode | list[StreamMode] | None = None
+    stream_subgraphs: bool | None = None
+    stream_resumable: bool | None = None
+    durability: Durability | None = None
+    checkpoint_during: bool | None = None
+
+
+class ThreadCronCreate(_CronRun):
+    """A cron that runs on one thread (``POST /threads/{id}/runs/crons``)."""
+
+    assistant_id: str
+    schedule: str
+    timezone: str | None = None
+    end_time: datetime | None = None
+    enabled: bool = True
+    multitask_strategy: MultitaskStrategy | None = None
+
+
+class CronCreate(ThreadCronCreate):
+    """A stateless cron: each firing runs on a new thread (``POST /runs/crons``)."""
+
+    on_run_completed: Literal["delete", "keep"] = "delete"
+
+
+class CronPatch(_CronRun):
+    """Every field optional; ``end_time: null`` clears the end time, an omitted one keeps it."""
+
+    schedule: str | None = None
+    timezone: str | None = None
+    end_time: datetime | None = None
+    on_run_completed: Literal["delete", "keep"] | None = None
+    enabled: bool | None = None
+    multitask_strategy: MultitaskStrategy | None = None
+
+
+class CronSearch(_Body):
+    assistant_id: str | None = None
+    thread_id: str | None = None
+    enabled: bool | None = None
+    metadata: dict[str, Any] | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    sort_by: Literal[
+        "cron_id", "assistant_id", "thread_id", "next_run_date", "end_time", "created_at",
+        "updated_at",
+    ] = "created_at"  # fmt: skip
+    sort_order: Literal["asc", "desc"] = "desc"
+    select: list[
+        Literal[
+            "cron_id", "assistant_id", "thread_id", "on_run_completed", "end_time", "schedule",
+            "timezone", "created_at", "updated_at", "user_id", "payload", "next_run_date",
+            "metadata", "enabled",
+        ]
+    ] | None = None  # fmt: skip
+
+
+class CronCount(_Body):
+    assistant_id: str | None = None
+    thread_id: str | None = None
+    metadata: dict[str, Any] | None = None

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from agentd.broker.memory import MemoryBroker
 from agentd.config import Settings
+from agentd.crons.scheduler import Scheduler
+from agentd.crons.service import CronService
 from agentd.graphs import GraphRegistry
 from agentd.runs.executor import Executor
 from agentd.runs.service import RunService
@@ -29,6 +31,8 @@ class Services:
     states: ThreadStates
     worker: Worker
     webhooks: WebhookSender
+    crons: CronService
+    scheduler: Scheduler
 
 
 @asynccontextmanager
@@ -53,20 +57,26 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             max_attempts=settings.max_attempts,
         )
         worker = Worker(storage, broker, executor, settings.jobs)
+        runs = RunService(storage, broker, graphs, webhooks)
+        scheduler = Scheduler(storage, runs)
         services = Services(
             settings=settings,
             storage=storage,
             broker=broker,
             graphs=graphs,
-            runs=RunService(storage, broker, graphs, webhooks),
+            runs=runs,
             states=ThreadStates(storage, graphs),
             worker=worker,
             webhooks=webhooks,
+            crons=CronService(storage, runs, scheduler.wake),
+            scheduler=scheduler,
         )
         await worker.start()
+        await scheduler.start()
         try:
             yield services
         finally:
+            await scheduler.stop()
             await worker.stop()
             await webhooks.stop()  # deliveries under way get a short grace, then are abandoned
     finally:

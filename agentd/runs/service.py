@@ -78,7 +78,7 @@ class RunService:
     async def _prepare(self, thread_id: str | None, body: RunCreate, run_id: str | None) -> _NewRun:
         """Validate a request and build the run row to store; raises ApiError on bad input."""
         stateless = thread_id is None
-        _validate(body, stateless)
+        validate_body(body, stateless)
         if body.webhook is not None:
             await self.webhooks.check(body.webhook)  # the URL policy: 422, nothing stored
         assistant = await self.resolve_assistant(body.assistant_id)
@@ -258,7 +258,7 @@ def _kwargs(
     }
 
 
-def _validate(body: RunCreate, stateless: bool) -> None:
+def validate_body(body: RunCreate, stateless: bool) -> None:
     modes = [body.stream_mode] if isinstance(body.stream_mode, str) else body.stream_mode or []
     unsupported = [m for m in modes if m not in SUPPORTED_MODES]
     if unsupported:

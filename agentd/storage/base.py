@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -154,4 +154,43 @@ class Storage(Protocol):
     async def cancel_runs(self, thread_id: str, run_ids: Sequence[str], action: str) -> list[Row]:
         """Mark pending/running runs interrupted (or delete them on rollback); returns the
         runs that were in flight before."""
+        ...
+
+    # Crons
+    async def create_cron(self, cron: Row) -> Row:
+        """Insert a cron; NotFound when its assistant or thread does not exist."""
+        ...
+
+    async def get_cron(self, cron_id: str) -> Row | None: ...
+    async def update_cron(self, cron_id: str, change: Callable[[Row], Row]) -> Row | None:
+        """Apply ``change(current) -> changed fields`` in one transaction; None when missing."""
+        ...
+
+    async def delete_cron(self, cron_id: str) -> bool: ...
+    async def search_crons(
+        self,
+        *,
+        assistant_id: str | None,
+        thread_id: str | None,
+        enabled: bool | None,
+        metadata: Row | None,
+        limit: int,
+        offset: int,
+        sort_by: str,
+        sort_order: str,
+    ) -> tuple[list[Row], int]: ...
+    async def count_crons(
+        self, *, assistant_id: str | None, thread_id: str | None, metadata: Row | None
+    ) -> int: ...
+    async def due_crons(self, now: str, limit: int = 100) -> list[Row]:
+        """Enabled crons whose ``next_run_date`` is at or before ``now``, earliest first."""
+        ...
+
+    async def claim_cron(self, cron_id: str, due: str, next_run_date: str | None) -> Row | None:
+        """Compare-and-set ``next_run_date`` from ``due`` to the next firing: of all the
+        schedulers that saw the same due tick, exactly one gets the row back."""
+        ...
+
+    async def next_cron_at(self) -> float | None:
+        """Epoch seconds of the earliest next firing of an enabled cron."""
         ...

@@ -804,6 +804,140 @@ def _insert_run(
     ).fetchone()  # fmt: skip
     return _run(row), inflight
 
+    # ---------------------------------------------------------------- crons
+
+    async def create_cron(self, cron: Row) -> Row:
+        """Insert a cron; NotFound when its assistant or thread does not exist."""
+
+        def tx(conn: sqlite3.Connection) -> Row:
+            if not conn.execute(
+                "SELECT 1 FROM assistants WHERE assistant_id = ?", (cron["assistant_id"],)
+            ).fetchone():
+                raise NotFound(f"Assistant {cron['assistant_id']} not found")
+            thread_id = cron["thread_id"]
+            exists = "SELECT 1 FROM threads WHERE thread_id = ?"
+            if thread_id is not None and not conn.execute(exists, (thread_id,)).fetchone():
+                raise NotFound(f"Thread with ID {cron['thread_id']} not found")
+            row = conn.execute(
+                "INSERT INTO crons (cron_id, assistant_id, thread_id, user_id, schedule, timezone,"
+                " end_time, payload, metadata, on_run_completed, enabled, next_run_date,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING *",
+                (cron["cron_id"], cron["assistant_id"], cron["thread_id"], cron["user_id"],
+                 cron["schedule"], cron["timezone"], cron["end_time"], _dumps(cron["payload"]),
+                 _dumps(cron["metadata"]), cron["on_run_completed"], int(cron["enabled"]),
+                 cron["next_run_date"], cron["created_at"], cron["updated_at"]),
+            ).fetchone()  # fmt: skip
+            return _cron(row)
+
+        return await self._write(tx)
+
+    async def get_cron(self, cron_id: str) -> Row | None:
+        def q(conn: sqlite3.Connection) -> Row | None:
+            row = conn.execute("SELECT * FROM crons WHERE cron_id = ?", (cron_id,)).fetchone()
+            return _cron(row) if row else None
+
+        return await self._read(q)
+
+    async def update_cron(self, cron_id: str, change: Callable[[Row], Row]) -> Row | None:
+        """Apply ``change(current) -> changed fields`` in one transaction; None when missing.
+
+        ``change`` runs inside the transaction, so it sees the row no one else is writing."""
+
+        def tx(conn: sqlite3.Connection) -> Row | None:
+            row = conn.execute("SELECT * FROM crons WHERE cron_id = ?", (cron_id,)).fetchone()
+            if row is None:
+                return None
+            fields = change(_cron(row))
+            sets, args = [], []
+            for name in _CRON_MUTABLE:
+                if name in fields:
+                    value = fields[name]
+                    sets.append(f"{name} = ?")
+                    args.append(_dumps(value) if name in ("payload", "metadata") else value)
+            if not sets:
+                return _cron(row)
+            row = conn.execute(
+                f"UPDATE crons SET {', '.join(sets)} WHERE cron_id = ? RETURNING *",
+                [*args, cron_id],
+            ).fetchone()
+            return _cron(row)
+
+        return await self._write(tx)
+
+    async def delete_cron(self, cron_id: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM crons WHERE cron_id = ?", (cron_id,)).rowcount > 0
+
+        return await self._write(tx)
+
+    async def search_crons(
+        self,
+        *,
+        assistant_id: str | None,
+        thread_id: str | None,
+        enabled: bool | None,
+        metadata: Row | None,
+        limit: int,
+        offset: int,
+        sort_by: str,
+        sort_order: str,
+    ) -> tuple[list[Row], int]:
+        where, args = _cron_filter(assistant_id, thread_id, enabled, metadata)
+        return await self._search("crons", where, args, sort_by, sort_order, limit, offset,
+                                  _cron)  # fmt: skip
+
+    async def count_crons(
+        self, *, assistant_id: str | None, thread_id: str | None, metadata: Row | None
+    ) -> int:
+        where, args = _cron_filter(assistant_id, thread_id, None, metadata)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+
+        def q(conn: sqlite3.Connection) -> int:
+            return conn.execute(f"SELECT count(*) FROM crons{clause}", args).fetchone()[0]
+
+        return await self._read(q)
+
+    async def due_crons(self, now: str, limit: int = 100) -> list[Row]:
+        """Enabled crons whose ``next_run_date`` is at or before ``now``, earliest first."""
+
+        def q(conn: sqlite3.Connection) -> list[Row]:
+            rows = conn.execute(
+                "SELECT * FROM crons WHERE enabled = 1 AND next_run_date IS NOT NULL"
+                " AND next_run_date <= ? ORDER BY next_run_date LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [_cron(r) for r in rows]
+
+        return await self._read(q)
+
+    async def claim_cron(self, cron_id: str, due: str, next_run_date: str | None) -> Row | None:
+        """Claim the firing due at ``due``: move ``next_run_date`` from ``due`` to the next one.
+
+        One conditional UPDATE (compare-and-set): of all the schedulers that saw the same due
+        tick, exactly one gets the row back; the others get None. The same statement is safe
+        under Postgres READ COMMITTED, where a second updater re-checks the WHERE clause
+        after the first commits."""
+
+        def tx(conn: sqlite3.Connection) -> Row | None:
+            row = conn.execute(
+                "UPDATE crons SET next_run_date = ? WHERE cron_id = ? AND enabled = 1"
+                " AND next_run_date = ? RETURNING *",
+                (next_run_date, cron_id, due),
+            ).fetchone()
+            return _cron(row) if row else None
+
+        return await self._write(tx)
+
+    async def next_cron_at(self) -> float | None:
+        """Epoch seconds of the earliest next firing of an enabled cron."""
+
+        def q(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute("SELECT min(next_run_date) FROM crons WHERE enabled = 1").fetchone()
+            return datetime.fromisoformat(row[0]).timestamp() if row[0] else None
+
+        return await self._read(q)
+
 
 def _delete_run_checkpoints(conn: sqlite3.Connection, thread_id: str, run_id: str) -> None:
     ids = [
@@ -926,4 +1060,45 @@ def _assistant_version(row: sqlite3.Row) -> Row:
         "name": row["name"],
         "description": row["description"],
         "created_at": row["created_at"],
+    }
+
+
+_CRON_MUTABLE = (
+    "schedule", "timezone", "end_time", "payload", "metadata", "on_run_completed", "enabled",
+    "next_run_date", "updated_at",
+)  # fmt: skip
+
+
+def _cron_filter(
+    assistant_id: str | None, thread_id: str | None, enabled: bool | None, metadata: Row | None
+) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (("assistant_id", assistant_id), ("thread_id", thread_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if enabled is not None:
+        where.append("enabled = ?")
+        args.append(int(enabled))
+    _metadata_filter(metadata, where, args)
+    return where, args
+
+
+def _cron(row: sqlite3.Row) -> Row:
+    return {
+        "cron_id": row["cron_id"],
+        "assistant_id": row["assistant_id"],
+        "thread_id": row["thread_id"],
+        "on_run_completed": row["on_run_completed"],
+        "end_time": row["end_time"],
+        "schedule": row["schedule"],
+        "timezone": row["timezone"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "payload": _json(row["payload"]),
+        "user_id": row["user_id"],
+        "next_run_date": row["next_run_date"],
+        "metadata": _json(row["metadata"]),
+        "enabled": bool(row["enabled"]),
     }

@@ -62,3 +62,26 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id, created_at);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_at);
 CREATE INDEX IF NOT EXISTS runs_thread_status ON runs (thread_id, status);
+
+-- Crons: a schedule and the run payload each firing queues. The scheduler claims a firing by
+-- moving next_run_date forward with a compare-and-set, so a tick fires once however many
+-- schedulers look at it. Deleting a thread or an assistant deletes its crons.
+CREATE TABLE IF NOT EXISTS crons (
+    cron_id          TEXT PRIMARY KEY,
+    assistant_id     TEXT NOT NULL REFERENCES assistants (assistant_id) ON DELETE CASCADE,
+    thread_id        TEXT REFERENCES threads (thread_id) ON DELETE CASCADE,
+    user_id          TEXT,
+    schedule         TEXT NOT NULL,
+    timezone         TEXT,
+    end_time         TEXT,
+    payload          TEXT NOT NULL,
+    metadata         TEXT NOT NULL DEFAULT '{}',
+    on_run_completed TEXT,
+    enabled          INTEGER NOT NULL DEFAULT 1,
+    next_run_date    TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS crons_due ON crons (enabled, next_run_date);
+CREATE INDEX IF NOT EXISTS crons_thread ON crons (thread_id);
+CREATE INDEX IF NOT EXISTS crons_assistant ON crons (assistant_id);

@@ -1,0 +1,1 @@
+"""Crons: schedules that queue normal runs, and the scheduler that fires them."""
