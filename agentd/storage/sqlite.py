@@ -752,58 +752,6 @@ class SqliteStorage:
 
         return await self._write(tx)
 
-
-def _insert_run(
-    conn: sqlite3.Connection,
-    run: Row,
-    thread_metadata: Row,
-    if_not_exists: str,
-    reject_if_busy: bool,
-) -> tuple[Row, list[Row]]:
-    thread_id = run["thread_id"]
-    now = _now()
-    thread = conn.execute(
-        "SELECT metadata, status FROM threads WHERE thread_id = ?", (thread_id,)
-    ).fetchone()
-    inflight: list[Row] = []
-    if thread is None:
-        if if_not_exists != "create":
-            raise NotFound(f"Thread with ID {thread_id} not found")
-        conn.execute(
-            "INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at,"
-            " metadata, status, config) VALUES (?, ?, ?, ?, ?, 'busy', '{}')",
-            (thread_id, now, now, now, _dumps(thread_metadata)),
-        )
-    else:
-        inflight = [
-            _run(r)
-            for r in conn.execute(
-                "SELECT * FROM runs WHERE thread_id = ? AND status IN (?, ?) ORDER BY created_at",
-                (thread_id, *_INFLIGHT),
-            )
-        ]
-        if inflight and reject_if_busy:
-            raise Conflict(
-                "Thread is already running a task. Wait for it to finish or choose a "
-                "different multitask strategy."
-            )
-        metadata = _json(thread["metadata"])
-        if thread["status"] != "busy":
-            metadata = {**metadata, **thread_metadata}
-        conn.execute(
-            "UPDATE threads SET status = 'busy', metadata = ?, updated_at = ? WHERE thread_id = ?",
-            (_dumps(metadata), now, thread_id),
-        )
-    row = conn.execute(
-        "INSERT INTO runs (run_id, thread_id, assistant_id, created_at, updated_at,"
-        " metadata, status, kwargs, multitask_strategy)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING *",
-        (run["run_id"], thread_id, run["assistant_id"], run["created_at"],
-         run["updated_at"], _dumps(run["metadata"]), _dumps(run["kwargs"]),
-         run["multitask_strategy"]),
-    ).fetchone()  # fmt: skip
-    return _run(row), inflight
-
     # ---------------------------------------------------------------- crons
 
     async def create_cron(self, cron: Row) -> Row:
@@ -937,6 +885,58 @@ def _insert_run(
             return datetime.fromisoformat(row[0]).timestamp() if row[0] else None
 
         return await self._read(q)
+
+
+def _insert_run(
+    conn: sqlite3.Connection,
+    run: Row,
+    thread_metadata: Row,
+    if_not_exists: str,
+    reject_if_busy: bool,
+) -> tuple[Row, list[Row]]:
+    thread_id = run["thread_id"]
+    now = _now()
+    thread = conn.execute(
+        "SELECT metadata, status FROM threads WHERE thread_id = ?", (thread_id,)
+    ).fetchone()
+    inflight: list[Row] = []
+    if thread is None:
+        if if_not_exists != "create":
+            raise NotFound(f"Thread with ID {thread_id} not found")
+        conn.execute(
+            "INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at,"
+            " metadata, status, config) VALUES (?, ?, ?, ?, ?, 'busy', '{}')",
+            (thread_id, now, now, now, _dumps(thread_metadata)),
+        )
+    else:
+        inflight = [
+            _run(r)
+            for r in conn.execute(
+                "SELECT * FROM runs WHERE thread_id = ? AND status IN (?, ?) ORDER BY created_at",
+                (thread_id, *_INFLIGHT),
+            )
+        ]
+        if inflight and reject_if_busy:
+            raise Conflict(
+                "Thread is already running a task. Wait for it to finish or choose a "
+                "different multitask strategy."
+            )
+        metadata = _json(thread["metadata"])
+        if thread["status"] != "busy":
+            metadata = {**metadata, **thread_metadata}
+        conn.execute(
+            "UPDATE threads SET status = 'busy', metadata = ?, updated_at = ? WHERE thread_id = ?",
+            (_dumps(metadata), now, thread_id),
+        )
+    row = conn.execute(
+        "INSERT INTO runs (run_id, thread_id, assistant_id, created_at, updated_at,"
+        " metadata, status, kwargs, multitask_strategy)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING *",
+        (run["run_id"], thread_id, run["assistant_id"], run["created_at"],
+         run["updated_at"], _dumps(run["metadata"]), _dumps(run["kwargs"]),
+         run["multitask_strategy"]),
+    ).fetchone()  # fmt: skip
+    return _run(row), inflight
 
 
 def _delete_run_checkpoints(conn: sqlite3.Connection, thread_id: str, run_id: str) -> None:
