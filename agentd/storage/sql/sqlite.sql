@@ -62,3 +62,13 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id, created_at);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_at);
 CREATE INDEX IF NOT EXISTS runs_thread_status ON runs (thread_id, status);
+
+-- A thread's time to live: it expires `ttl_minutes` after its last write (threads.updated_at),
+-- unless a run is pending or running on it. `swept_at` is the updated_at a keep_latest sweep
+-- last pruned, so an unchanged thread is not pruned again.
+CREATE TABLE IF NOT EXISTS thread_ttl (
+    thread_id   TEXT PRIMARY KEY REFERENCES threads (thread_id) ON DELETE CASCADE,
+    strategy    TEXT NOT NULL,
+    ttl_minutes REAL NOT NULL,
+    swept_at    TEXT
+);
