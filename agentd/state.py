@@ -152,6 +152,11 @@ class ThreadStates:
                 f"Thread '{thread_id}' has no assigned graph ID: run it with an assistant first"
             )
         config = self._config(thread, checkpoint)
+        if checkpoint is not None and checkpoint.checkpoint_id:
+            # LangGraph would fork from an empty state; an unknown checkpoint is the client's error.
+            assert self.storage.checkpointer is not None
+            if await self.storage.checkpointer.aget_tuple(config) is None:
+                raise NotFound(f"Checkpoint {checkpoint.checkpoint_id} not found")
         async with self.graphs.bound(
             graph_id, config, self.storage.checkpointer, self.storage.store, access="threads.update"
         ) as graph:

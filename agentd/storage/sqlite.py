@@ -843,8 +843,12 @@ def _metadata_filter(
     for key, value in (flt or {}).items():
         path = '$."' + str(key).replace('"', '""') + '"'
         if isinstance(value, (dict, list)):
-            where.append(f"json(json_extract({column}, ?)) = json(?)")
-            args += [path, _dumps(value)]
+            # Only objects and arrays go through json(): a plain string there is not JSON text.
+            where.append(
+                f"CASE WHEN json_type({column}, ?) IN ('object', 'array')"
+                f" THEN json(json_extract({column}, ?)) END = json(?)"
+            )
+            args += [path, path, _dumps(value)]
         elif value is None:
             where.append(f"json_type({column}, ?) = 'null'")
             args.append(path)

@@ -40,10 +40,7 @@ async def _inner_ask(state: NestedState) -> NestedState:
 
 
 inner = (
-    StateGraph(NestedState)
-    .add_node("inner_ask", _inner_ask)
-    .add_edge(START, "inner_ask")
-    .compile()
+    StateGraph(NestedState).add_node("inner_ask", _inner_ask).add_edge(START, "inner_ask").compile()
 )
 
 # A subgraph as a node: while it waits on its interrupt, the parent's state has a task whose
