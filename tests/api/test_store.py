@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from agentd.config import ConfigError, load_settings
 from tests.server import ROOT, Server
 
 GRAPHS = ROOT / "tests" / "graphs"
@@ -261,10 +263,15 @@ async def test_semantic_search(semantic_server: Server) -> None:
     await client.http.client.aclose()
 
 
-def _serve(tmp_path: Path, store: Any) -> subprocess.CompletedProcess[str]:
+def _config(tmp_path: Path, store: Any) -> Path:
     config = tmp_path / "langgraph.json"
     graphs = {"echo": str(GRAPHS / "basic.py") + ":echo"}
     config.write_text(json.dumps({"graphs": graphs, "store": store}))
+    return config
+
+
+def _serve(tmp_path: Path, store: Any) -> subprocess.CompletedProcess[str]:
+    config = _config(tmp_path, store)
     return subprocess.run(
         [sys.executable, "-m", "agentd.cli", "serve", "--config", str(config), "--port", "1"],
         capture_output=True, text=True, timeout=60,
@@ -286,13 +293,9 @@ def _serve(tmp_path: Path, store: Any) -> subprocess.CompletedProcess[str]:
         ("memory", "'store' must be an object"),
     ],
 )
-def test_invalid_store_config_is_one_start_up_line(
-    tmp_path: Path, store: Any, expected: str
-) -> None:
-    result = _serve(tmp_path, store)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("agentd: ") and expected in lines[0], lines
+def test_invalid_store_config_is_refused(tmp_path: Path, store: Any, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_settings(_config(tmp_path, store))
 
 
 def test_unloadable_embedding_is_one_start_up_line(tmp_path: Path) -> None:

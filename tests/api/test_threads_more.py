@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import BadRequestError, NotFoundError, UnprocessableEntityError
 
+from agentd.config import ConfigError, load_settings
 from tests.server import ROOT, Server
 
 TTL_CONFIG = ROOT / "tests" / "graphs" / "ttl.json"  # default TTL 0.05 min, sweeps every 0.6 s
@@ -193,19 +195,29 @@ async def test_keep_latest_ttl_prunes_history_and_keeps_the_thread(
         ("forever", "'checkpointer.ttl' must be an object"),
     ],
 )
-def test_invalid_checkpointer_ttl_is_one_start_up_line(
-    tmp_path: Path, ttl: Any, expected: str
-) -> None:
-    config = tmp_path / "langgraph.json"
-    graphs = {"echo": str(ROOT / "tests" / "graphs" / "basic.py") + ":echo"}
-    config.write_text(json.dumps({"graphs": graphs, "checkpointer": {"ttl": ttl}}))
+def test_invalid_checkpointer_ttl_is_refused(tmp_path: Path, ttl: Any, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_settings(_config(tmp_path, ttl))
+
+
+def test_invalid_checkpointer_ttl_is_one_start_up_line(tmp_path: Path) -> None:
+    config = _config(tmp_path, {"strategy": "sometimes"})
     result = subprocess.run(
         [sys.executable, "-m", "agentd.cli", "serve", "--config", str(config), "--port", "1"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("agentd: ") and expected in lines[0], lines
+    assert lines == [
+        "agentd: 'checkpointer.ttl.strategy' must be 'delete' or 'keep_latest', got 'sometimes'"
+    ]
+
+
+def _config(tmp_path: Path, ttl: Any) -> Path:
+    config = tmp_path / "langgraph.json"
+    graphs = {"echo": str(ROOT / "tests" / "graphs" / "basic.py") + ":echo"}
+    config.write_text(json.dumps({"graphs": graphs, "checkpointer": {"ttl": ttl}}))
+    return config
 
 
 # ------------------------------------------------------------------ count, copy, prune
