@@ -40,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from agentd.api.app import create_app
     from agentd.config import ConfigError, load_settings
+    from agentd.embeddings import index_config
     from agentd.graphs import GraphRegistry
     from agentd.storage.sqlite import StorageLocked
 
@@ -49,6 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         graphs = GraphRegistry(settings.graphs, settings.base_dir, settings.dependencies)
         graphs.load()
+        index_config(settings.store_index, settings.base_dir)  # a bad embed fails here, in one line
     except ConfigError as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2

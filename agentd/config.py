@@ -54,6 +54,35 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class ThreadTTLConfig:
+    """``checkpointer.ttl``: threads expire ``default_ttl`` minutes after their last write."""
+
+    strategy: str = "delete"  # or "keep_latest"
+    default_ttl: float | None = None
+    sweep_interval_minutes: float = 5
+    sweep_limit: int = 1000
+
+
+@dataclass(frozen=True)
+class StoreIndexConfig:
+    """``store.index``: semantic search over store items."""
+
+    dims: int
+    embed: str  # "./file.py:attr", "module:attr" or "provider:model"
+    fields: tuple[str, ...] = ("$",)
+    distance_type: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreTTLConfig:
+    """``store.ttl``: LangGraph's own ``TTLConfig``."""
+
+    refresh_on_read: bool = True
+    default_ttl: float | None = None
+    sweep_interval_minutes: float | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     config_path: Path
     host: str = "127.0.0.1"
@@ -66,6 +95,9 @@ class Settings:
     graphs: tuple[GraphSpec, ...] = ()
     dependencies: tuple[Path, ...] = ()
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    thread_ttl: ThreadTTLConfig | None = None  # checkpointer.ttl
+    store_index: StoreIndexConfig | None = None  # store.index
+    store_ttl: StoreTTLConfig | None = None  # store.ttl
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -112,6 +144,9 @@ def load_settings(
         graphs=_parse_graphs(raw.get("graphs"), path),
         dependencies=_parse_dependencies(raw.get("dependencies", []), base, path),
         webhooks=_parse_webhooks(raw.get("webhooks"), raw.get("http"), path),
+        thread_ttl=_parse_thread_ttl(_section(raw, "checkpointer").get("ttl")),
+        store_index=_parse_store_index(_section(raw, "store").get("index")),
+        store_ttl=_parse_store_ttl(_section(raw, "store").get("ttl")),
         raw=raw,
     )
 
@@ -288,3 +323,103 @@ def _is_int(value: Any) -> bool:
 def _domain_pattern(value: str) -> bool:
     host = value[2:] if value.startswith("*.") else value
     return bool(host) and "*" not in host and "/" not in host and ":" not in host
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{name}' must be an object")
+    if name == "store" and value.get("path"):
+        raise ConfigError("'store.path' (a custom store) is not supported; remove it")
+    return value
+
+
+def _object(value: Any, where: str, keys: set[str]) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{where}' must be an object")
+    unknown = sorted(set(value) - keys)
+    if unknown:
+        raise ConfigError(
+            f"'{where}' has unknown key(s) {unknown}; expected some of {sorted(keys)}"
+        )
+    return value
+
+
+def _minutes(value: Any, where: str, default: float | None) -> float | None:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"'{where}' must be a positive number of minutes, got {value!r}")
+    return float(value)
+
+
+def _parse_thread_ttl(value: Any) -> ThreadTTLConfig | None:
+    where = "checkpointer.ttl"
+    ttl = _object(value, where, {"strategy", "default_ttl", "sweep_interval_minutes",
+                                 "sweep_limit"})  # fmt: skip
+    if ttl is None:
+        return None
+    strategy = ttl.get("strategy", "delete")
+    if strategy not in ("delete", "keep_latest"):
+        raise ConfigError(f"'{where}.strategy' must be 'delete' or 'keep_latest', got {strategy!r}")
+    limit = ttl.get("sweep_limit", 1000)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"'{where}.sweep_limit' must be a positive integer, got {limit!r}")
+    return ThreadTTLConfig(
+        strategy=strategy,
+        default_ttl=_minutes(ttl.get("default_ttl"), f"{where}.default_ttl", None),
+        sweep_interval_minutes=_minutes(
+            ttl.get("sweep_interval_minutes"), f"{where}.sweep_interval_minutes", 5
+        ),  # type: ignore[arg-type]
+        sweep_limit=limit,
+    )
+
+
+def _parse_store_index(value: Any) -> StoreIndexConfig | None:
+    where = "store.index"
+    index = _object(value, where, {"dims", "embed", "fields", "distance_type"})
+    if index is None:
+        return None
+    dims = index.get("dims")
+    if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
+        raise ConfigError(f"'{where}.dims' must be a positive integer, got {dims!r}")
+    embed = index.get("embed")
+    if not isinstance(embed, str) or ":" not in embed:
+        raise ConfigError(
+            f"'{where}.embed' must be './file.py:function', 'module:function' or "
+            f"'provider:model', got {embed!r}"
+        )
+    fields = index.get("fields", ["$"])
+    if (
+        not isinstance(fields, list)
+        or not fields
+        or not all(isinstance(f, str) and f for f in fields)
+    ):
+        raise ConfigError(f"'{where}.fields' must be a non-empty list of field paths")
+    distance = index.get("distance_type")
+    if distance not in (None, "cosine", "l2", "inner_product"):
+        raise ConfigError(
+            f"'{where}.distance_type' must be 'cosine', 'l2' or 'inner_product', got {distance!r}"
+        )
+    return StoreIndexConfig(dims=dims, embed=embed, fields=tuple(fields), distance_type=distance)
+
+
+def _parse_store_ttl(value: Any) -> StoreTTLConfig | None:
+    where = "store.ttl"
+    ttl = _object(value, where, {"refresh_on_read", "default_ttl", "sweep_interval_minutes"})
+    if ttl is None:
+        return None
+    refresh = ttl.get("refresh_on_read", True)
+    if not isinstance(refresh, bool):
+        raise ConfigError(f"'{where}.refresh_on_read' must be true or false, got {refresh!r}")
+    return StoreTTLConfig(
+        refresh_on_read=refresh,
+        default_ttl=_minutes(ttl.get("default_ttl"), f"{where}.default_ttl", None),
+        sweep_interval_minutes=_minutes(
+            ttl.get("sweep_interval_minutes"), f"{where}.sweep_interval_minutes", None
+        ),
+    )

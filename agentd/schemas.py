@@ -119,14 +119,34 @@ class RunsCancel(_Body):
         return self
 
 
+class ThreadTTL(_Body):
+    """A thread's time to live: swept ``ttl`` minutes after its last write."""
+
+    strategy: Literal["delete", "keep_latest"] = "delete"
+    ttl: float = Field(gt=0, le=2**31)
+
+
+class ThreadSuperstepUpdate(_Body):
+    values: dict[str, Any] | list[Any] | None = None
+    command: Command | None = None
+    as_node: str
+
+
+class ThreadSuperstep(_Body):
+    updates: list[ThreadSuperstepUpdate]
+
+
 class ThreadCreate(_Body):
     thread_id: str | None = None
     metadata: dict[str, Any] | None = None
     if_exists: Literal["raise", "do_nothing"] = "raise"
+    ttl: ThreadTTL | None = None
+    supersteps: list[ThreadSuperstep] | None = None
 
 
 class ThreadPatch(_Body):
     metadata: dict[str, Any] | None = None
+    ttl: ThreadTTL | None = None
 
 
 class ThreadSearch(_Body):
@@ -160,6 +180,51 @@ class ThreadStateSearch(_Body):
     before: CheckpointConfig | str | None = None
     metadata: dict[str, Any] | None = None
     checkpoint: CheckpointConfig | None = None
+
+
+class ThreadCount(_Body):
+    metadata: dict[str, Any] | None = None
+    values: dict[str, Any] | None = None
+    status: ThreadStatus | None = None
+
+
+class ThreadPrune(_Body):
+    thread_ids: list[str]
+    strategy: Literal["delete", "keep_latest"] = "delete"
+
+
+StoreFilterOperator = Literal["$eq", "$ne", "$gt", "$gte", "$lt", "$lte"]
+Namespace = list[str]
+
+
+class StorePut(_Body):
+    namespace: Namespace
+    key: str = Field(min_length=1)
+    value: dict[str, Any]
+    index: Literal[False] | list[str] | None = None
+    ttl: float | None = Field(default=None, gt=0, le=2**31)  # minutes
+
+
+class StoreDelete(_Body):
+    namespace: Namespace = []
+    key: str = Field(min_length=1)
+
+
+class StoreSearch(_Body):
+    namespace_prefix: Namespace | None = None
+    filter: dict[str, Any] | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    query: str | None = None
+    refresh_ttl: bool | None = None
+
+
+class StoreListNamespaces(_Body):
+    prefix: Namespace | None = None
+    suffix: Namespace | None = None
+    max_depth: int | None = Field(default=None, ge=1)
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class AssistantSearch(_Body):

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from langgraph.errors import InvalidUpdateError
-from langgraph.types import StateSnapshot
+from langgraph.types import StateSnapshot, StateUpdate
 
 from agentd import serde
 from agentd.graphs import GraphRegistry
@@ -107,6 +107,34 @@ class ThreadStates:
             out.append(snapshot_to_wire(snapshot, parent))
         return out
 
+    async def apply_supersteps(self, thread: Row, supersteps: list[list[StateUpdate]]) -> None:
+        """Write ``supersteps`` of updates as checkpoints of a new thread (LangGraph's
+        ``bulk_update_state``), as the thread's own history."""
+        thread_id = thread["thread_id"]
+        graph_id = self._graph_id(thread)
+        if graph_id is None:
+            raise Unprocessable("supersteps need the thread's graph: set metadata.graph_id")
+        config = self._config(thread)
+        async with self.graphs.bound(
+            graph_id, config, self.storage.checkpointer, self.storage.store, access="threads.update"
+        ) as graph:
+            try:
+                await graph.abulk_update_state(config, supersteps)
+            except (InvalidUpdateError, ValueError, KeyError, TypeError) as exc:
+                raise BadRequest(f"{type(exc).__name__}: {exc}") from exc
+            snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        await self._store_snapshot(thread_id, snapshot)
+
+    async def _store_snapshot(self, thread_id: str, snapshot: StateSnapshot) -> None:
+        """The thread row mirrors its newest checkpoint (values, interrupts, status)."""
+        interrupts = {t.id: list(t.interrupts) for t in snapshot.tasks if t.interrupts}
+        await self.storage.set_thread_state(
+            thread_id,
+            orjson.Fragment(serde.dumps(snapshot.values)),
+            orjson.Fragment(serde.dumps(interrupts)),
+            "interrupted" if snapshot.next or interrupts else "idle",
+        )
+
     async def update(
         self,
         thread: Row,
@@ -124,6 +152,11 @@ class ThreadStates:
                 f"Thread '{thread_id}' has no assigned graph ID: run it with an assistant first"
             )
         config = self._config(thread, checkpoint)
+        if checkpoint is not None and checkpoint.checkpoint_id:
+            # LangGraph would fork from an empty state; an unknown checkpoint is the client's error.
+            assert self.storage.checkpointer is not None
+            if await self.storage.checkpointer.aget_tuple(config) is None:
+                raise NotFound(f"Checkpoint {checkpoint.checkpoint_id} not found")
         async with self.graphs.bound(
             graph_id, config, self.storage.checkpointer, self.storage.store, access="threads.update"
         ) as graph:
@@ -132,13 +165,7 @@ class ThreadStates:
             except (InvalidUpdateError, ValueError, KeyError, TypeError) as exc:
                 raise BadRequest(f"{type(exc).__name__}: {exc}") from exc
             snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
-        interrupts = {t.id: list(t.interrupts) for t in snapshot.tasks if t.interrupts}
-        await self.storage.set_thread_state(
-            thread_id,
-            orjson.Fragment(serde.dumps(snapshot.values)),
-            orjson.Fragment(serde.dumps(interrupts)),
-            "interrupted" if snapshot.next or interrupts else "idle",
-        )
+        await self._store_snapshot(thread_id, snapshot)
         checkpoint_out = _checkpoint(new_config)
         return {
             "checkpoint": checkpoint_out,

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from agentd import __version__
-from agentd.api import assistants, crons, runs, streams, system, threads
+from agentd.api import assistants, crons, runs, store, streams, system, threads
 from agentd.api.common import JSON, BodyRangeError
 from agentd.config import Settings
 from agentd.graphs import GraphRegistry
@@ -36,7 +36,7 @@ def create_app(settings: Settings, graphs: GraphRegistry) -> FastAPI:
         lifespan=lifespan,
         default_response_class=JSON,
     )
-    for module in (system, assistants, threads, runs, streams, crons):
+    for module in (system, assistants, threads, runs, streams, crons, store):
         app.include_router(module.router)
 
     @app.exception_handler(ApiError)

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import Body, Query, Request
+from fastapi import Body, Header, Query, Request
 from fastapi.responses import Response
+from langgraph.types import StateUpdate
 
 from agentd.api.common import JSON, get_thread_or_404, make_router, page, services, uuid_param
 from agentd.api.streams import publish_state_update
+from agentd.graphs import GraphRegistry
 from agentd.ids import parse_uuid, uuid7
 from agentd.schemas import (
     CheckpointConfig,
+    Conflict,
     NotFound,
+    ThreadCount,
     ThreadCreate,
     ThreadPatch,
+    ThreadPrune,
     ThreadSearch,
     ThreadStateSearch,
     ThreadStateUpdate,
+    ThreadTTL,
     Unprocessable,
 )
+from agentd.services import Services
 
 router = make_router("Threads")
 
@@ -28,12 +36,74 @@ router = make_router("Threads")
 async def create_thread(
     request: Request, body: Annotated[ThreadCreate | None, Body()] = None
 ) -> Response:
+    svc = services(request)
     body = body or ThreadCreate()
     thread_id = uuid_param(body.thread_id, "thread") if body.thread_id else str(uuid7())
-    thread = await services(request).storage.create_thread(
-        thread_id, body.metadata or {}, body.if_exists
-    )
+    supersteps = _supersteps(body, svc.graphs)
+    if_exists = "raise" if supersteps else body.if_exists
+    try:
+        thread = await svc.storage.create_thread(
+            thread_id, body.metadata or {}, if_exists, _ttl(body.ttl)
+        )
+    except Conflict:
+        existing = await svc.storage.get_thread(thread_id)
+        if body.if_exists == "do_nothing" and existing is not None:
+            return JSON(existing)  # an existing thread's history is not rewritten
+        raise
+    if supersteps:
+        try:
+            await svc.states.apply_supersteps(thread, supersteps)
+        except BaseException:
+            await svc.storage.delete_thread(thread_id)  # nothing stored for a refused request
+            raise
+        thread = await svc.storage.get_thread(thread_id)
     return JSON(thread)
+
+
+def _ttl(ttl: ThreadTTL | None) -> tuple[str, float] | None:
+    return (ttl.strategy, ttl.ttl) if ttl else None
+
+
+def _supersteps(body: ThreadCreate, graphs: GraphRegistry) -> list[list[StateUpdate]]:
+    """The create body's supersteps as LangGraph updates, checked before anything is stored."""
+    if not body.supersteps:
+        return []
+    graph_id = (body.metadata or {}).get("graph_id")
+    if graph_id not in graphs:
+        raise Unprocessable(
+            "supersteps need metadata.graph_id naming a served graph, got " + repr(graph_id)
+        )
+    steps = []
+    for step in body.supersteps:
+        if any(u.command is not None for u in step.updates):
+            raise Unprocessable("supersteps: 'command' updates are not supported; send 'values'")
+        steps.append([StateUpdate(u.values, u.as_node) for u in step.updates])  # type: ignore
+    return steps
+
+
+@router.post("/threads/count", response_class=JSON)
+async def count_threads(
+    request: Request, body: Annotated[ThreadCount | None, Body()] = None
+) -> Response:
+    body = body or ThreadCount()
+    count = await services(request).storage.count_threads(
+        metadata=body.metadata, values=body.values, status=body.status
+    )
+    return JSON(count)
+
+
+@router.post("/threads/prune", response_class=JSON)
+async def prune_threads(body: ThreadPrune, request: Request) -> Response:
+    svc = services(request)
+    ids = [parse_uuid(i) for i in body.thread_ids]
+    if None in ids:
+        raise Unprocessable("Invalid thread ID in 'thread_ids': must be UUIDs")
+    ids = list(dict.fromkeys(ids))  # type: ignore[arg-type]
+    if body.strategy == "delete":
+        for thread_id in ids:
+            await _cancel_inflight(svc, thread_id)  # type: ignore[arg-type]
+    pruned = await svc.storage.prune_threads(ids, body.strategy)  # type: ignore[arg-type]
+    return JSON({"pruned_count": pruned})
 
 
 @router.post("/threads/search", response_class=JSON)
@@ -60,17 +130,33 @@ async def search_threads(
 
 
 @router.get("/threads/{thread_id}", response_class=JSON)
-async def get_thread(thread_id: str, request: Request) -> Response:
-    return JSON(await get_thread_or_404(services(request), thread_id))
+async def get_thread(thread_id: str, request: Request, include: str | None = None) -> Response:
+    svc = services(request)
+    thread = await get_thread_or_404(svc, thread_id)
+    fields = {f.strip() for f in (include or "").split(",") if f.strip()}
+    if fields - {"ttl"}:
+        raise Unprocessable(f"Unknown 'include' field(s) {sorted(fields - {'ttl'})}: use 'ttl'")
+    if "ttl" in fields:
+        ttl = await svc.storage.get_thread_ttl(thread["thread_id"])
+        if ttl is not None:
+            thread["ttl"] = ttl
+    return JSON(thread)
 
 
 @router.patch("/threads/{thread_id}", response_class=JSON)
-async def patch_thread(thread_id: str, body: ThreadPatch, request: Request) -> Response:
+async def patch_thread(
+    thread_id: str,
+    body: ThreadPatch,
+    request: Request,
+    prefer: Annotated[str | None, Header()] = None,
+) -> Response:
     thread = await services(request).storage.update_thread(
-        uuid_param(thread_id, "thread"), body.metadata or {}
+        uuid_param(thread_id, "thread"), body.metadata or {}, _ttl(body.ttl)
     )
     if thread is None:
         raise NotFound(f"Thread with ID {thread_id} not found")
+    if prefer and "return=minimal" in prefer:
+        return Response(status_code=204)
     return JSON(thread)
 
 
@@ -78,12 +164,26 @@ async def patch_thread(thread_id: str, body: ThreadPatch, request: Request) -> R
 async def delete_thread(thread_id: str, request: Request) -> Response:
     svc = services(request)
     thread = await get_thread_or_404(svc, thread_id)
-    # Stop whatever still runs on it first, so no worker writes to a deleted thread.
-    ids = [r["run_id"] for r in await svc.storage.inflight_runs(thread["thread_id"])]
-    if ids:
-        await svc.runs.cancel(thread["thread_id"], ids, "interrupt")
+    await _cancel_inflight(svc, thread["thread_id"])
     await svc.storage.delete_thread(thread["thread_id"])
     return Response(status_code=204)
+
+
+async def _cancel_inflight(svc: Services, thread_id: str) -> None:
+    """Stop whatever still runs on a thread first, so no worker writes to it once deleted."""
+    ids = [r["run_id"] for r in await svc.storage.inflight_runs(thread_id)]
+    if ids:
+        await svc.runs.cancel(thread_id, ids, "interrupt")
+
+
+@router.post("/threads/{thread_id}/copy", response_class=JSON)
+async def copy_thread(thread_id: str, request: Request) -> Response:
+    svc = services(request)
+    source = uuid_param(thread_id, "thread")
+    thread = await svc.storage.copy_thread(source, str(uuid.uuid4()))
+    if thread is None:
+        raise NotFound(f"Thread with ID {thread_id} not found")
+    return JSON(thread)
 
 
 # ------------------------------------------------------------------ state

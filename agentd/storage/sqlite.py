@@ -14,7 +14,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +24,7 @@ import orjson
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
-from agentd.schemas import Conflict, NotFound
+from agentd.schemas import Conflict, NotFound, Unprocessable
 from agentd.storage.base import Row
 
 T = TypeVar("T")
@@ -49,9 +49,22 @@ class StorageLocked(Exception):
 
 
 class SqliteStorage:
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL"):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "NORMAL",
+        store_index: Row | None = None,
+        store_ttl: Row | None = None,
+        default_thread_ttl: tuple[str, float] | None = None,
+    ):
+        """``store_index`` and ``store_ttl`` are LangGraph's ``IndexConfig`` and ``TTLConfig``
+        for the store; ``default_thread_ttl`` is the (strategy, minutes) every new thread gets."""
         self.path = path
         self._synchronous = synchronous
+        self._store_index = store_index
+        self._store_ttl = store_ttl
+        self._default_thread_ttl = default_thread_ttl
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="agentd-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
@@ -73,7 +86,11 @@ class SqliteStorage:
         await self.checkpointer.setup()
         self._store_conn = await aiosqlite.connect(self.path, isolation_level=None)
         await self._configure_async(self._store_conn)
-        self.store = AsyncSqliteStore(self._store_conn)
+        self.store = AsyncSqliteStore(
+            self._store_conn,
+            index=self._store_index,  # type: ignore[arg-type]
+            ttl=self._store_ttl,  # type: ignore[arg-type]
+        )
         await self.store.setup()
 
     async def close(self) -> None:
@@ -116,6 +133,16 @@ class SqliteStorage:
         conn.executescript(schema)
         if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
             conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        if self._default_thread_ttl:
+            # Every thread created while a default TTL is configured gets it, whichever code path
+            # inserts it (POST /threads, runs creating their thread). A TEMP trigger lives on this
+            # connection only, which runs all of agentd's SQL; older threads keep no TTL.
+            strategy, minutes = self._default_thread_ttl
+            conn.execute(
+                "CREATE TEMP TRIGGER thread_default_ttl AFTER INSERT ON main.threads BEGIN"
+                " INSERT OR IGNORE INTO thread_ttl (thread_id, strategy, ttl_minutes)"
+                f" VALUES (NEW.thread_id, '{_strategy(strategy)}', {float(minutes)!r}); END"
+            )
         self._conn = conn
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -401,7 +428,16 @@ class SqliteStorage:
 
     # ---------------------------------------------------------------- threads
 
-    async def create_thread(self, thread_id: str, metadata: Row, if_exists: str) -> Row:
+    async def create_thread(
+        self,
+        thread_id: str,
+        metadata: Row,
+        if_exists: str,
+        ttl: tuple[str, float] | None = None,
+    ) -> Row:
+        """``ttl`` is (strategy, minutes); a thread that exists already is returned unchanged
+        with ``if_exists="do_nothing"``."""
+
         def tx(conn: sqlite3.Connection) -> Row:
             row = conn.execute("SELECT * FROM threads WHERE thread_id = ?", (thread_id,)).fetchone()
             if row is not None:
@@ -414,6 +450,8 @@ class SqliteStorage:
                 " metadata, status, config) VALUES (?, ?, ?, ?, ?, 'idle', '{}') RETURNING *",
                 (thread_id, now, now, now, _dumps(metadata)),
             ).fetchone()
+            if ttl is not None:
+                _set_ttl(conn, thread_id, ttl)
             return _thread(row)
 
         return await self._write(tx)
@@ -425,7 +463,9 @@ class SqliteStorage:
 
         return await self._read(q)
 
-    async def update_thread(self, thread_id: str, metadata: Row) -> Row | None:
+    async def update_thread(
+        self, thread_id: str, metadata: Row, ttl: tuple[str, float] | None = None
+    ) -> Row | None:
         def tx(conn: sqlite3.Connection) -> Row | None:
             row = conn.execute(
                 "SELECT metadata FROM threads WHERE thread_id = ?", (thread_id,)
@@ -437,17 +477,20 @@ class SqliteStorage:
                 "UPDATE threads SET metadata = ?, updated_at = ? WHERE thread_id = ? RETURNING *",
                 (_dumps(merged), _now(), thread_id),
             ).fetchone()
+            if ttl is not None:
+                _set_ttl(conn, thread_id, ttl)
             return _thread(row)
 
         return await self._write(tx)
 
     async def delete_thread(self, thread_id: str) -> bool:
         def tx(conn: sqlite3.Connection) -> bool:
-            deleted = conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,)).rowcount
+            found = conn.execute(
+                "SELECT 1 FROM threads WHERE thread_id = ?", (thread_id,)
+            ).fetchone()
             # Checkpoints live in the same file: they go in the same transaction.
-            conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread_id,))
-            conn.execute("DELETE FROM writes WHERE thread_id = ?", (thread_id,))
-            return deleted > 0
+            _delete_threads(conn, [thread_id])
+            return found is not None
 
         return await self._write(tx)
 
@@ -475,6 +518,139 @@ class SqliteStorage:
         _metadata_filter(values, where, args, column='"values"')
         return await self._search("threads", where, args, sort_by, sort_order, limit, offset,
                                   _thread)  # fmt: skip
+
+    async def count_threads(
+        self, *, metadata: Row | None, values: Row | None, status: str | None
+    ) -> int:
+        where: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        _metadata_filter(metadata, where, args)
+        _metadata_filter(values, where, args, column='"values"')
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+
+        def q(conn: sqlite3.Connection) -> int:
+            return conn.execute(f"SELECT count(*) FROM threads{clause}", args).fetchone()[0]
+
+        return await self._read(q)
+
+    async def copy_thread(self, thread_id: str, new_thread_id: str) -> Row | None:
+        """A new thread with the metadata, state, TTL and every checkpoint and write of
+        ``thread_id`` (None when it does not exist), in one transaction."""
+
+        def tx(conn: sqlite3.Connection) -> Row | None:
+            now = _now()
+            row = conn.execute(
+                "INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at,"
+                ' metadata, status, config, "values", interrupts, error)'
+                " SELECT ?, ?, ?, state_updated_at, metadata,"
+                " CASE WHEN status = 'busy' THEN 'idle' ELSE status END,"
+                ' config, "values", interrupts, error FROM threads WHERE thread_id = ?'
+                " RETURNING *",
+                (new_thread_id, now, now, thread_id),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "INSERT OR REPLACE INTO thread_ttl (thread_id, strategy, ttl_minutes)"
+                " SELECT ?, strategy, ttl_minutes FROM thread_ttl WHERE thread_id = ?",
+                (new_thread_id, thread_id),
+            )
+            conn.execute(
+                "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id,"
+                " parent_checkpoint_id, type, checkpoint, metadata)"
+                " SELECT ?, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint,"
+                " metadata FROM checkpoints WHERE thread_id = ?",
+                (new_thread_id, thread_id),
+            )
+            conn.execute(
+                "INSERT INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path,"
+                " idx, channel, type, value) SELECT ?, checkpoint_ns, checkpoint_id, task_id,"
+                " task_path, idx, channel, type, value FROM writes WHERE thread_id = ?",
+                (new_thread_id, thread_id),
+            )
+            return _thread(row)
+
+        return await self._write(tx)
+
+    async def prune_threads(self, thread_ids: Sequence[str], strategy: str) -> int:
+        """Delete the threads (``delete``) or all but their latest checkpoint
+        (``keep_latest``) in one transaction; returns how many of them existed."""
+
+        def tx(conn: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(thread_ids))
+            found = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT thread_id FROM threads WHERE thread_id IN ({marks})", thread_ids
+                )
+            ]
+            if strategy == "delete":
+                _delete_threads(conn, found)
+            else:
+                delta = [t for t in found if _uses_delta_channel(conn, t)]
+                if delta:
+                    raise Unprocessable(
+                        "keep_latest cannot prune threads whose graph uses a DeltaChannel "
+                        f"(their state is rebuilt from older checkpoints): {', '.join(delta)}"
+                    )
+                for thread_id in found:
+                    _keep_latest(conn, thread_id)
+            return len(found)
+
+        return await self._write(tx) if thread_ids else 0
+
+    async def get_thread_ttl(self, thread_id: str) -> Row | None:
+        """The thread's TTL: strategy, minutes, and when it expires if nothing writes to it."""
+
+        def q(conn: sqlite3.Connection) -> Row | None:
+            row = conn.execute(
+                "SELECT x.strategy, x.ttl_minutes, t.updated_at FROM thread_ttl x"
+                " JOIN threads t USING (thread_id) WHERE thread_id = ?",
+                (thread_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            expires = datetime.fromisoformat(row["updated_at"]) + timedelta(
+                minutes=row["ttl_minutes"]
+            )
+            return {"strategy": row["strategy"], "ttl_minutes": row["ttl_minutes"],
+                    "expires_at": expires.isoformat()}  # fmt: skip
+
+        return await self._read(q)
+
+    async def sweep_threads(self, limit: int) -> tuple[list[str], list[str]]:
+        """Apply the TTL of up to ``limit`` expired threads that have no pending or running run:
+        returns the ids deleted and the ids pruned to their latest checkpoint."""
+
+        def tx(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
+            rows = conn.execute(
+                "SELECT t.thread_id, x.strategy, t.updated_at FROM thread_ttl x"
+                " JOIN threads t USING (thread_id)"
+                " WHERE julianday(t.updated_at) + x.ttl_minutes / 1440.0 <= julianday(?)"
+                " AND (x.swept_at IS NULL OR x.swept_at < t.updated_at)"
+                " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.thread_id = t.thread_id"
+                " AND r.status IN ('pending', 'running')) LIMIT ?",
+                (_now(), limit),
+            ).fetchall()
+            deleted = [r["thread_id"] for r in rows if r["strategy"] == "delete"]
+            _delete_threads(conn, deleted)
+            pruned = []
+            for r in rows:
+                if r["strategy"] != "keep_latest":
+                    continue
+                if not _uses_delta_channel(conn, r["thread_id"]):
+                    _keep_latest(conn, r["thread_id"])
+                    pruned.append(r["thread_id"])
+                conn.execute(
+                    "UPDATE thread_ttl SET swept_at = ? WHERE thread_id = ?",
+                    (r["updated_at"], r["thread_id"]),
+                )
+            return deleted, pruned
+
+        return await self._write(tx)
 
     async def set_thread_state(
         self, thread_id: str, values: Any, interrupts: Row, status: str
@@ -939,6 +1115,75 @@ def _insert_run(
     return _run(row), inflight
 
 
+def _strategy(strategy: str) -> str:
+    if strategy not in ("delete", "keep_latest"):
+        raise ValueError(f"unknown thread TTL strategy {strategy!r}")
+    return strategy
+
+
+def _set_ttl(conn: sqlite3.Connection, thread_id: str, ttl: tuple[str, float]) -> None:
+    strategy, minutes = ttl
+    conn.execute(
+        "INSERT OR REPLACE INTO thread_ttl (thread_id, strategy, ttl_minutes) VALUES (?, ?, ?)",
+        (thread_id, _strategy(strategy), float(minutes)),
+    )
+
+
+def _delete_threads(conn: sqlite3.Connection, thread_ids: Sequence[str]) -> None:
+    """Threads with their runs and TTL (cascades), checkpoints and writes."""
+    for thread_id in thread_ids:
+        conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
+        conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread_id,))
+        conn.execute("DELETE FROM writes WHERE thread_id = ?", (thread_id,))
+
+
+def _uses_delta_channel(conn: sqlite3.Connection, thread_id: str) -> bool:
+    # A DeltaChannel leaves these markers in checkpoint metadata (as LangGraph's own
+    # checkpointers check before pruning): its value is rebuilt from older checkpoints.
+    return (
+        conn.execute(
+            "SELECT 1 FROM checkpoints WHERE thread_id = ? AND ("
+            "json_type(CAST(metadata AS TEXT), '$.counters_since_delta_snapshot') IS NOT NULL"
+            " OR json_type(CAST(metadata AS TEXT), '$.delta_writes_versioned') IS NOT NULL)"
+            " LIMIT 1",
+            (thread_id,),
+        ).fetchone()
+        is not None
+    )
+
+
+def _keep_latest(conn: sqlite3.Connection, thread_id: str) -> None:
+    """Keep only the newest checkpoint of each namespace (with its pending writes); the kept
+    checkpoints lose their deleted parents. A subgraph call's namespace (``node:task``) is kept
+    only when it belongs to the kept root checkpoint (an interrupted subgraph resumes from it)."""
+    heads = conn.execute(
+        "SELECT checkpoint_ns, max(checkpoint_id) FROM checkpoints WHERE thread_id = ?"
+        " GROUP BY checkpoint_ns",
+        (thread_id,),
+    ).fetchall()
+    root = next((head for ns, head in heads if ns == ""), None)
+    for ns, head in heads:
+        if ":" in ns:
+            parent = conn.execute(
+                "SELECT json_extract(CAST(metadata AS TEXT), '$.parents.\"\"') FROM checkpoints"
+                " WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
+                (thread_id, ns, head),
+            ).fetchone()[0]
+            if parent != root:
+                head = None  # a finished call of an older root checkpoint: drop it all
+        for table in ("writes", "checkpoints"):
+            conn.execute(
+                f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_ns = ?"
+                " AND checkpoint_id IS NOT ?",
+                (thread_id, ns, head),
+            )
+        conn.execute(
+            "UPDATE checkpoints SET parent_checkpoint_id = NULL WHERE thread_id = ?"
+            " AND checkpoint_ns = ?",
+            (thread_id, ns),
+        )
+
+
 def _delete_run_checkpoints(conn: sqlite3.Connection, thread_id: str, run_id: str) -> None:
     ids = [
         r[0]
@@ -966,8 +1211,12 @@ def _metadata_filter(
     for key, value in (flt or {}).items():
         path = '$."' + str(key).replace('"', '""') + '"'
         if isinstance(value, (dict, list)):
-            where.append(f"json(json_extract({column}, ?)) = json(?)")
-            args += [path, _dumps(value)]
+            # Only objects and arrays go through json(): a plain string there is not JSON text.
+            where.append(
+                f"CASE WHEN json_type({column}, ?) IN ('object', 'array')"
+                f" THEN json(json_extract({column}, ?)) END = json(?)"
+            )
+            args += [path, path, _dumps(value)]
         elif value is None:
             where.append(f"json_type({column}, ?) = 'null'")
             args.append(path)

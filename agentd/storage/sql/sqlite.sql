@@ -85,3 +85,13 @@ CREATE TABLE IF NOT EXISTS crons (
 CREATE INDEX IF NOT EXISTS crons_due ON crons (enabled, next_run_date);
 CREATE INDEX IF NOT EXISTS crons_thread ON crons (thread_id);
 CREATE INDEX IF NOT EXISTS crons_assistant ON crons (assistant_id);
+
+-- A thread's time to live: it expires `ttl_minutes` after its last write (threads.updated_at),
+-- unless a run is pending or running on it. `swept_at` is the updated_at a keep_latest sweep
+-- last pruned, so an unchanged thread is not pruned again.
+CREATE TABLE IF NOT EXISTS thread_ttl (
+    thread_id   TEXT PRIMARY KEY REFERENCES threads (thread_id) ON DELETE CASCADE,
+    strategy    TEXT NOT NULL,
+    ttl_minutes REAL NOT NULL,
+    swept_at    TEXT
+);
