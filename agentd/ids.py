@@ -1,6 +1,8 @@
 """Identifiers: uuid7 for threads and runs, uuid5 for default assistants."""
 
+import functools
 import os
+import re
 import time
 import uuid
 
@@ -29,12 +31,18 @@ def uuid7() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+_CANONICAL = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@functools.lru_cache(maxsize=1024)
 def default_assistant_id(graph_id: str) -> str:
     return str(uuid.uuid5(ASSISTANT_NAMESPACE, graph_id))
 
 
 def parse_uuid(value: str) -> str | None:
     """The canonical form of a UUID string, or None when it is not one."""
+    if isinstance(value, str) and _CANONICAL.match(value):
+        return value  # already canonical: the common case, without building a UUID
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):

@@ -9,6 +9,7 @@ safe."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -21,11 +22,12 @@ from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 from agentd.schemas import Conflict, NotFound, Unprocessable
 from agentd.storage.base import Row
+from agentd.storage.checkpointer import SqliteCheckpointer
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
@@ -48,6 +50,13 @@ class StorageLocked(Exception):
     pass
 
 
+class _Failed:
+    """A write of a group commit that raised: its caller gets ``exc``."""
+
+    def __init__(self, exc: Exception):
+        self.exc = exc
+
+
 class SqliteStorage:
     def __init__(
         self,
@@ -67,10 +76,14 @@ class SqliteStorage:
         self._default_thread_ttl = default_thread_ttl
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="agentd-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._checkpoint_reader: sqlite3.Connection | None = None
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
         self._saver_conn: aiosqlite.Connection | None = None
         self._store_conn: aiosqlite.Connection | None = None
-        self.checkpointer: AsyncSqliteSaver | None = None
+        self.checkpointer: SqliteCheckpointer | None = None
         self.store: AsyncSqliteStore | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -82,7 +95,11 @@ class SqliteStorage:
         # LangGraph's own checkpointer and store, each on its own connection to the same file.
         self._saver_conn = await aiosqlite.connect(self.path, isolation_level=None)
         await self._configure_async(self._saver_conn)
-        self.checkpointer = AsyncSqliteSaver(self._saver_conn)
+        self._checkpoint_reader = sqlite3.connect(self.path, check_same_thread=False)
+        self._checkpoint_reader.execute("PRAGMA busy_timeout = 1000")
+        self.checkpointer = SqliteCheckpointer(
+            self._saver_conn, reader=SqliteSaver(self._checkpoint_reader), write=self._write
+        )
         await self.checkpointer.setup()
         self._store_conn = await aiosqlite.connect(self.path, isolation_level=None)
         await self._configure_async(self._store_conn)
@@ -100,6 +117,10 @@ class SqliteStorage:
         if self._conn is not None:
             await self._run(self._conn.close)
             self._conn = None
+        for reader in (self._reader, self._checkpoint_reader):
+            if reader is not None:
+                reader.close()
+        self._reader = self._checkpoint_reader = None
         self._pool.shutdown(wait=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -144,29 +165,83 @@ class SqliteStorage:
                 f" VALUES (NEW.thread_id, '{_strategy(strategy)}', {float(minutes)!r}); END"
             )
         self._conn = conn
+        # Point lookups run on the event loop's thread, on their own connection: an indexed
+        # read of one row in WAL mode takes microseconds and never waits for a writer, so a
+        # thread hop (and a place in the writer's queue) would cost more than the read.
+        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        reader.row_factory = sqlite3.Row
+        reader.execute("PRAGMA query_only = ON")
+        reader.execute("PRAGMA busy_timeout = 1000")
+        self._reader = reader
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
-        """Wrap ``fn`` in a write transaction (run on the storage thread)."""
-
-        def run() -> T:
-            conn = self._conn
-            assert conn is not None
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        return run
+    def _commit_batch(self, batch: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """Run several writes in one transaction (on the storage thread), each in a savepoint
+        of its own: a write that raises is undone alone and its caller gets the exception."""
+        conn = self._conn
+        assert conn is not None
+        outcomes: list[Any] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn in batch:
+                conn.execute("SAVEPOINT w")
+                try:
+                    outcomes.append(fn(conn))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO w")
+                    outcomes.append(_Failed(exc))
+                conn.execute("RELEASE w")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return outcomes
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._run(self._tx(fn))
+        """Run ``fn`` in a write transaction; it is durable when this returns.
+
+        Writes that arrive while a transaction is under way are committed together in the
+        next one (group commit): a burst of 100 run creations costs a few transactions, not
+        100, and a worker's claim does not queue behind all of them."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending())
+        outcome = await future
+        if isinstance(outcome, _Failed):
+            raise outcome.exc
+        return outcome  # type: ignore[no-any-return]
+
+    async def _commit_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                # SQLite has one writer at a time per file. Taking the checkpointer's lock
+                # orders our transactions with LangGraph's writes in the event loop, instead of
+                # letting the connections collide and back off in SQLite's busy handler (sleeps
+                # of 1-100 ms that stall this writer thread).
+                async with self._write_lock():
+                    outcomes = await self._run(self._commit_batch, [fn for fn, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
+
+    def _write_lock(self) -> Any:
+        return self.checkpointer.lock if self.checkpointer is not None else contextlib.nullcontext()
+
+    def _lookup(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A point read (one row by primary key), inline on the calling thread."""
+        assert self._reader is not None
+        return fn(self._reader)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
@@ -249,7 +324,7 @@ class SqliteStorage:
             ).fetchone()
             return _assistant(row) if row else None
 
-        return await self._read(q)
+        return self._lookup(q)
 
     async def update_assistant(
         self,
@@ -461,7 +536,7 @@ class SqliteStorage:
             row = conn.execute("SELECT * FROM threads WHERE thread_id = ?", (thread_id,)).fetchone()
             return _thread(row) if row else None
 
-        return await self._read(q)
+        return self._lookup(q)
 
     async def update_thread(
         self, thread_id: str, metadata: Row, ttl: tuple[str, float] | None = None
@@ -728,7 +803,7 @@ class SqliteStorage:
                 ).fetchone()
             return _run(row) if row else None
 
-        return await self._read(q)
+        return self._lookup(q)
 
     async def list_runs(
         self, thread_id: str, *, limit: int, offset: int, status: str | None
