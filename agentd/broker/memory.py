@@ -129,6 +129,16 @@ class MemoryBroker:
         self._thread_subs.setdefault(thread_id, set()).add(sub)
         return sub
 
+    def listened(self, run_id: str) -> bool:
+        """Whether an event of this run would reach anyone: a subscriber of the run or of its
+        thread, or the kept log of a resumable run."""
+        if self._run_subs.get(run_id):
+            return True
+        channel = self._channels.get(run_id)
+        return channel is not None and (
+            channel.resumable or bool(self._thread_subs.get(channel.thread_id))
+        )
+
     def _unsubscribe(self, sub: Subscription) -> None:
         table = self._run_subs if sub.kind == "run" else self._thread_subs
         subs = table.get(sub.key)

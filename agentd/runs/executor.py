@@ -164,7 +164,8 @@ class Executor:
                 # The root's own stream chunks carry the other modes' output; every other
                 # LangChain event is sent as an `events` event.
                 if item["event"] != "on_chain_stream" or item["parent_ids"]:
-                    await self.broker.publish(run_id, "events", serde.dumps(item))
+                    if self.broker.listened(run_id):
+                        await self.broker.publish(run_id, "events", serde.dumps(item))
                     continue
                 item = item["data"]["chunk"]
             namespace, mode, chunk = split_item(item)
@@ -172,8 +173,9 @@ class Executor:
                 progress["values"] = chunk
                 if isinstance(chunk, dict) and "__interrupt__" in chunk:
                     progress["interrupted"] = True
-            for event, data in encoder.encode(mode, chunk, namespace):
-                await self.broker.publish(run_id, event, data)
+            if encoder.stateful or self.broker.listened(run_id):  # else nobody would see it
+                for event, data in encoder.encode(mode, chunk, namespace):
+                    await self.broker.publish(run_id, event, data)
 
     async def _finish(self, run_id: str, thread_id: str, status: str, **outcome: Any) -> None:
         """Record the outcome, retrying through transient database errors: a run must not stay

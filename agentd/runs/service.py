@@ -83,7 +83,9 @@ class RunService:
             await self.webhooks.check(body.webhook)  # the URL policy: 422, nothing stored
         assistant = await self.resolve_assistant(body.assistant_id)
         assistant_id, graph_id = assistant["assistant_id"], assistant["graph_id"]
-        thread = None if stateless else await self.storage.get_thread(thread_id)  # type: ignore[arg-type]
+        thread = (
+            None if stateless else await self.storage.get_thread(thread_id, with_values=False)  # type: ignore[arg-type]
+        )
         if thread is None and not stateless and body.if_not_exists != "create":
             raise NotFound(f"Thread with ID {thread_id} not found")
         if not stateless:

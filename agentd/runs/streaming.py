@@ -72,6 +72,8 @@ class EventEncoder:
         self._tuples = "messages-tuple" in modes
         self._accumulate = "messages" in modes
         self._messages: dict[str, BaseMessage] = {}
+        # Accumulating messages needs every chunk, whether or not anyone listens yet.
+        self.stateful = self._accumulate
 
     def encode(
         self, mode: str, chunk: Any, namespace: tuple[str, ...] = ()

@@ -531,9 +531,16 @@ class SqliteStorage:
 
         return await self._write(tx)
 
-    async def get_thread(self, thread_id: str) -> Row | None:
+    async def get_thread(self, thread_id: str, *, with_values: bool = True) -> Row | None:
+        """A thread; ``with_values=False`` leaves its values and interrupts out (``None``),
+        for callers that only need its status, metadata or config: a long conversation's
+        values are the bulk of the row."""
+        columns = "*" if with_values else _THREAD_WITHOUT_VALUES
+
         def q(conn: sqlite3.Connection) -> Row | None:
-            row = conn.execute("SELECT * FROM threads WHERE thread_id = ?", (thread_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {columns} FROM threads WHERE thread_id = ?", (thread_id,)
+            ).fetchone()
             return _thread(row) if row else None
 
         return self._lookup(q)
@@ -1326,6 +1333,12 @@ def _insert_version(conn: sqlite3.Connection, row: sqlite3.Row) -> None:
         (row["assistant_id"], row["version"], row["graph_id"], row["config"], row["context"],
          row["metadata"], row["name"], row["description"], row["updated_at"]),
     )  # fmt: skip
+
+
+_THREAD_WITHOUT_VALUES = (
+    "thread_id, created_at, updated_at, state_updated_at, metadata, status, config,"
+    ' NULL AS "values", NULL AS interrupts, error'
+)
 
 
 def _thread(row: sqlite3.Row) -> Row:
