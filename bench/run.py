@@ -854,6 +854,7 @@ def main(argv: list[str] | None = None) -> int:
                 "n": opts.n,
                 "stream_n": opts.stream_n,
                 "threads": opts.threads,
+                "bursts": opts.bursts,
                 "warmup": opts.warmup,
                 "agentd_jobs": opts.agentd_jobs,
                 "reference_jobs": opts.reference_jobs,

@@ -35,14 +35,20 @@ def on_client_gone(work: Callable[[], Awaitable[None]]) -> None:
 
 async def run_events(
     sub: Subscription,
-    visible: frozenset[str] | None,
+    visible: frozenset[str] | Callable[[str], bool] | None,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
     *,
     with_ids: bool = False,
     until_done: bool = True,
 ) -> AsyncIterator[bytes]:
-    """Frames of a subscription's events (``visible`` names only, None for all) until its run
-    ends (``until_done``) or the client leaves, in which case ``on_disconnect`` runs."""
+    """Frames of a subscription's events until its run ends (``until_done``) or the client
+    leaves, in which case ``on_disconnect`` runs. ``visible``: the event names sent (before any
+    "|namespace"), or a test of the name; None sends all."""
+    if visible is None or callable(visible):
+        shows = visible
+    else:
+        names = visible
+        shows = lambda event: event_visible(event, names)  # noqa: E731
     finished = False
     try:
         while True:
@@ -56,7 +62,7 @@ async def run_events(
                     finished = True
                     return
                 continue
-            if visible is None or event_visible(event, visible):
+            if shows is None or shows(event):
                 yield frame(event, data, event_id if with_ids else None)
     finally:
         sub.close()

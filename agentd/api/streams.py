@@ -3,7 +3,6 @@ updates) and the stream parameters that joins accept (``stream_mode``, ``Last-Ev
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 import orjson
@@ -12,8 +11,8 @@ from fastapi.responses import Response
 
 from agentd import serde
 from agentd.api.common import get_thread_or_404, make_router, services
-from agentd.api.sse import HEARTBEAT_SECONDS, frame, sse_response
-from agentd.broker.memory import Subscription, parse_event_id
+from agentd.api.sse import run_events, sse_response
+from agentd.broker.memory import parse_event_id
 from agentd.runs.streaming import SUPPORTED_MODES
 from agentd.schemas import Unprocessable
 from agentd.services import Services
@@ -98,20 +97,9 @@ async def thread_stream(
     if "lifecycle" in modes:
         shown.add("metadata")
     every_run_event = "run_modes" in modes
-    return sse_response(_thread_frames(sub, shown, every_run_event), {})
 
+    def shows(event: str) -> bool:
+        return event in shown or (every_run_event and event != "state_update")
 
-async def _thread_frames(
-    sub: Subscription, shown: set[str], every_run_event: bool
-) -> AsyncIterator[bytes]:
-    try:
-        while True:
-            item = await sub.get(HEARTBEAT_SECONDS)
-            if item is None:
-                yield b": heartbeat\r\n\r\n"
-                continue
-            event_id, event, data = item
-            if event in shown or (every_run_event and event != "state_update"):
-                yield frame(event, data, event_id)
-    finally:
-        sub.close()
+    frames = run_events(sub, shows, with_ids=True, until_done=False)
+    return sse_response(frames, {})

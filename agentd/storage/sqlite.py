@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -30,7 +31,9 @@ from agentd.storage.base import Row
 from agentd.storage.checkpointer import SqliteCheckpointer
 
 T = TypeVar("T")
+log = logging.getLogger("agentd.storage")
 SCHEMA_VERSION = 1
+WAL_CHECKPOINT_SECONDS = 1.0
 _INFLIGHT = ("pending", "running")
 
 
@@ -76,6 +79,7 @@ class SqliteStorage:
         self._default_thread_ttl = default_thread_ttl
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="agentd-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._wal_task: asyncio.Task[None] | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpoint_reader: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
@@ -109,8 +113,31 @@ class SqliteStorage:
             ttl=self._store_ttl,  # type: ignore[arg-type]
         )
         await self.store.setup()
+        self._wal_task = asyncio.create_task(self._checkpoint_wal(), name="agentd-wal")
+
+    async def _checkpoint_wal(self) -> None:
+        """Copy the WAL back into the database file in the background. SQLite would otherwise
+        do it inside whichever commit crosses 1000 pages, stalling every write queued behind
+        that commit for tens of milliseconds in the middle of a burst. PASSIVE never blocks
+        readers or writers; the WAL is reused from its start once all of it is copied."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="agentd-wal")
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(WAL_CHECKPOINT_SECONDS)
+                try:
+                    await loop.run_in_executor(pool, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    log.warning("WAL checkpoint failed; retrying", exc_info=True)
+        finally:
+            pool.shutdown(wait=True)
+            conn.close()
 
     async def close(self) -> None:
+        if self._wal_task is not None:
+            self._wal_task.cancel()
+            await asyncio.gather(self._wal_task, return_exceptions=True)
         for conn in (self._saver_conn, self._store_conn):
             if conn is not None:
                 await conn.close()
@@ -141,12 +168,14 @@ class SqliteStorage:
 
     async def _configure_async(self, conn: aiosqlite.Connection) -> None:
         await conn.execute("PRAGMA busy_timeout = 30000")
+        await conn.execute("PRAGMA wal_autocheckpoint = 0")  # done in the background
         await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
 
     def _open_sync(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # done in the background
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA foreign_keys = ON")

@@ -231,3 +231,20 @@ async def test_bad_run_options_are_422(url: str) -> None:
             res = await http.post(f"/threads/{tid}/runs", json=body)
             assert res.status_code == 422, (body, res.text)
         assert (await http.get(f"/threads/{tid}/runs")).json() == []
+
+
+async def test_assistant_breakpoints_apply_to_its_runs(client: LangGraphClient) -> None:
+    assistant = await client.assistants.create(
+        "steps", config={"interrupt_before": ["b"]}, name="reviewed steps"
+    )
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    await client.runs.wait(tid, assistant["assistant_id"], input={"done": []})
+    state = await client.threads.get_state(tid)
+    assert state["next"] == ["b"] and state["values"]["done"] == ["a"]
+    # A run's own breakpoints take precedence over the assistant's (here: none).
+    other = await client.threads.create()
+    final = await client.runs.wait(
+        other["thread_id"], assistant["assistant_id"], input={"done": []}, interrupt_before=[]
+    )
+    assert final["done"] == ["a", "b", "c"]
