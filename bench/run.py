@@ -535,6 +535,10 @@ async def measure_bursts(client: httpx.AsyncClient, graph: str, count: int, burs
     median["total_s_all"] = [r["total_s"] for r in results if "total_s" in r]
     median["total_s_min"] = timed[0]["total_s"]
     median["total_s_max"] = timed[-1]["total_s"]
+    failed = [r for r in results if r.get("errors")]
+    if failed:
+        median["failed_bursts"] = len(failed)
+        median["first_error"] = next((r["first_error"] for r in failed if "first_error" in r), "?")
     return median
 
 
