@@ -79,7 +79,10 @@ class Worker:
             if self._due_at is not None:
                 timeout = max(0.0, self._due_at - time.time())
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+                # that arrives with a wake-up, and stop() would wait forever.
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

@@ -253,12 +253,14 @@ class SqliteStorage:
                 # of 1-100 ms that stall this writer thread).
                 async with self._write_lock():
                     outcomes = await self._run(self._commit_batch, [fn for fn, _ in batch])
-            except BaseException as exc:
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    future.cancel()
+                raise
+            except Exception as exc:  # the whole transaction failed: every write in it did
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
                 continue
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
