@@ -256,11 +256,11 @@ def _parse_url_policy(url: Any, path: Path) -> WebhookUrlPolicy:
             if not isinstance(url[key], bool):
                 raise ConfigError(f"{path}: 'webhooks.url.{key}' must be true or false")
             flags[key] = url[key]
-    domains = url.get("allowed_domains") or []
+    domains = url.get("allowed_domains", [])  # a wrong type is an error, not "any domain"
     if not _str_list(domains) or not all(_domain_pattern(d) for d in domains):
         raise ConfigError(f"{path}: 'webhooks.url.allowed_domains' must be a list of host names "
                           "like 'hooks.example.com' or '*.example.com'")  # fmt: skip
-    ports = url.get("allowed_ports") or []
+    ports = url.get("allowed_ports", [])
     if not isinstance(ports, list) or not all(_is_int(p) and 0 < p < 65536 for p in ports):
         raise ConfigError(f"{path}: 'webhooks.url.allowed_ports' must be a list of port numbers")
     length = url.get("max_url_length", WebhookUrlPolicy.max_url_length)

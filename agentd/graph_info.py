@@ -19,7 +19,6 @@ _INTERNAL_CONFIG_KEYS = (
     "__pregel_resuming", "__pregel_checkpoint_id", "__pregel_checkpointer", "__pregel_store",
     "checkpoint_id", "checkpoint_ns", "thread_id",
 )  # fmt: skip
-SCHEMA_KEYS = ("input_schema", "output_schema", "state_schema", "config_schema", "context_schema")
 
 
 async def drawing(graph: Pregel, config: dict[str, Any], xray: bool | int) -> dict[str, Any]:

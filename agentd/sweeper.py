@@ -4,7 +4,6 @@ them, or keep only their latest checkpoint), so storage does not grow without bo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from agentd.storage.base import Storage
@@ -25,8 +24,8 @@ class ThreadSweeper:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # gather, not suppress(CancelledError): a cancel aimed at our caller still lands.
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     async def sweep(self) -> int:

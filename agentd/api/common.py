@@ -82,7 +82,9 @@ def uuid_param(value: str, kind: str) -> str:
     return parsed
 
 
-async def get_thread_or_404(svc: Services, thread_id: str, *, with_values: bool = True) -> Row:
+async def get_thread_or_404(svc: Services, thread_id: str, *, with_values: bool = False) -> Row:
+    """The thread, or 404. Its ``values`` and ``interrupts`` (the bulk of a long conversation)
+    are read only when asked for."""
     thread = await svc.storage.get_thread(uuid_param(thread_id, "thread"), with_values=with_values)
     if thread is None:
         raise NotFound(f"Thread with ID {thread_id} not found")

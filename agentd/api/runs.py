@@ -71,7 +71,7 @@ async def list_runs(
 
 
 async def _get_run_or_404(svc: Services, thread_id: str, run_id: str) -> Row:
-    thread = await get_thread_or_404(svc, thread_id, with_values=False)
+    thread = await get_thread_or_404(svc, thread_id)
     run = await svc.storage.get_run(thread["thread_id"], uuid_param(run_id, "run"))
     if run is None:
         raise NotFound(f"Run {run_id} not found")

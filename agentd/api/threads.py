@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import Body, Header, Query, Request
@@ -132,7 +131,7 @@ async def search_threads(
 @router.get("/threads/{thread_id}", response_class=JSON)
 async def get_thread(thread_id: str, request: Request, include: str | None = None) -> Response:
     svc = services(request)
-    thread = await get_thread_or_404(svc, thread_id)
+    thread = await get_thread_or_404(svc, thread_id, with_values=True)
     fields = {f.strip() for f in (include or "").split(",") if f.strip()}
     if fields - {"ttl"}:
         raise Unprocessable(f"Unknown 'include' field(s) {sorted(fields - {'ttl'})}: use 'ttl'")
@@ -180,7 +179,7 @@ async def _cancel_inflight(svc: Services, thread_id: str) -> None:
 async def copy_thread(thread_id: str, request: Request) -> Response:
     svc = services(request)
     source = uuid_param(thread_id, "thread")
-    thread = await svc.storage.copy_thread(source, str(uuid.uuid4()))
+    thread = await svc.storage.copy_thread(source, str(uuid7()))
     if thread is None:
         raise NotFound(f"Thread with ID {thread_id} not found")
     return JSON(thread)

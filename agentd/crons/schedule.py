@@ -31,7 +31,10 @@ def as_utc(value: datetime | None) -> datetime | None:
     """An aware UTC datetime; a naive one is taken as UTC."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 has no UTC time
+        raise Unprocessable(f"Invalid time {value.isoformat()}: out of range in UTC") from None
 
 
 def first_firing(schedule: str, tz: tzinfo, after: datetime) -> datetime:

@@ -49,12 +49,19 @@ class RunService:
         return assistant
 
     async def create(
-        self, thread_id: str | None, body: RunCreate, *, run_id: str | None = None
+        self,
+        thread_id: str | None,
+        body: RunCreate,
+        *,
+        run_id: str | None = None,
+        check_webhook: bool = True,
     ) -> tuple[Row, list[Row]]:
         """Queue a run; ``thread_id=None`` makes a stateless run on a new thread.
+        ``check_webhook=False``: its webhook URL passed the policy already (a cron's, when the
+        cron was written); the sender checks it again at each delivery in any case.
 
         Returns the run and the runs that were in flight on its thread."""
-        new = await self._prepare(thread_id, body, run_id)
+        new = await self._prepare(thread_id, body, run_id, check_webhook=check_webhook)
         run, inflight = await self.storage.create_run(new.run, **new.options)
         if inflight and body.multitask_strategy in ("interrupt", "rollback"):
             await self.cancel(
@@ -65,7 +72,7 @@ class RunService:
 
     async def create_batch(self, bodies: list[RunCreate]) -> list[Row]:
         """Queue stateless runs all or none: every one is checked before any is stored."""
-        prepared = [await self._prepare(None, body, None) for body in bodies]
+        prepared = [await self._prepare(None, body, None, check_webhook=True) for body in bodies]
         runs = await self.storage.create_runs([(p.run, p.options) for p in prepared])
         for body in bodies:
             await self._wake(body)
@@ -75,11 +82,13 @@ class RunService:
         due = time.time() + body.after_seconds if body.after_seconds else None
         await self.broker.wake(due)
 
-    async def _prepare(self, thread_id: str | None, body: RunCreate, run_id: str | None) -> _NewRun:
+    async def _prepare(
+        self, thread_id: str | None, body: RunCreate, run_id: str | None, *, check_webhook: bool
+    ) -> _NewRun:
         """Validate a request and build the run row to store; raises ApiError on bad input."""
         stateless = thread_id is None
         validate_body(body, stateless)
-        if body.webhook is not None:
+        if body.webhook is not None and check_webhook:
             await self.webhooks.check(body.webhook)  # the URL policy: 422, nothing stored
         assistant = await self.resolve_assistant(body.assistant_id)
         assistant_id, graph_id = assistant["assistant_id"], assistant["graph_id"]

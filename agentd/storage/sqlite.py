@@ -703,6 +703,13 @@ class SqliteStorage:
             if strategy == "delete":
                 _delete_threads(conn, found)
             else:
+                busy = [t for t in found if _has_inflight_run(conn, t)]
+                if busy:
+                    # A pending run may fork from a checkpoint keep_latest would remove.
+                    raise Conflict(
+                        "keep_latest cannot prune threads with a pending or running run: "
+                        f"{', '.join(busy)}"
+                    )
                 delta = [t for t in found if _uses_delta_channel(conn, t)]
                 if delta:
                     raise Unprocessable(
@@ -979,10 +986,14 @@ class SqliteStorage:
     ) -> None:
         def tx(conn: sqlite3.Connection) -> None:
             now = _now()
-            if delete:
-                conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
-                conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread_id,))
-                conn.execute("DELETE FROM writes WHERE thread_id = ?", (thread_id,))
+            gone = (
+                conn.execute("SELECT 1 FROM threads WHERE thread_id = ?", (thread_id,)).fetchone()
+                is None
+            )
+            if delete or gone:
+                # A temporary run's thread goes now; a thread deleted while this run was still
+                # unwinding loses the checkpoints the run wrote after the delete.
+                _delete_threads(conn, [thread_id])
                 return
             if rollback:
                 conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
@@ -1248,6 +1259,16 @@ def _delete_threads(conn: sqlite3.Connection, thread_ids: Sequence[str]) -> None
         conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
         conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread_id,))
         conn.execute("DELETE FROM writes WHERE thread_id = ?", (thread_id,))
+
+
+def _has_inflight_run(conn: sqlite3.Connection, thread_id: str) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM runs WHERE thread_id = ? AND status IN (?, ?) LIMIT 1",
+            (thread_id, *_INFLIGHT),
+        ).fetchone()
+        is not None
+    )
 
 
 def _uses_delta_channel(conn: sqlite3.Connection, thread_id: str) -> bool:

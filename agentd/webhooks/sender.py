@@ -54,7 +54,8 @@ class WebhookSender:
         return len(self._tasks)
 
     async def check(self, url: str) -> None:
-        """Refuse (``WebhookRefused``, a 422) a URL the policy does not allow."""
+        """Refuse (``WebhookRefused``, a 422) a URL the policy does not allow, also when
+        delivery is disabled: a run accepted with deliveries off must be accepted with them on."""
         await self.policy.check(url)
 
     def run_ended(

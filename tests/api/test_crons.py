@@ -205,6 +205,8 @@ def _bad_bodies(tid: str) -> list[tuple[str, str, dict[str, Any], int, str]]:
         ("POST", "/runs/crons", {**base, "timezone": "Mars/Olympus"}, 422, "Invalid timezone"),
         ("POST", thread, {**base, "timezone": "../../etc/passwd"}, 422, "Invalid timezone"),
         ("POST", "/runs/crons", {**base, "end_time": past}, 422, "in the past"),
+        ("POST", "/runs/crons", {**base, "end_time": "0001-01-01T00:00:00+05:00"}, 422,
+         "out of range"),
         ("POST", "/runs/crons", {**base, "assistant_id": str(uuid.uuid4())}, 404, "not found"),
         ("POST", "/runs/crons", {**base, "assistant_id": "nope"}, 422, "Invalid assistant"),
         ("POST", f"/threads/{uuid.uuid4()}/runs/crons", base, 404, "not found"),

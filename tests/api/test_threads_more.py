@@ -502,3 +502,34 @@ async def test_bad_update_state_input(client: LangGraphClient) -> None:
     with pytest.raises(BadRequestError):
         await client.threads.update_state(tid, {"done": ["x"]}, as_node="nowhere")
     assert len(await client.threads.get_history(tid, limit=10)) == 5  # nothing written
+
+
+async def test_prune_keep_latest_refuses_a_thread_with_a_run_in_flight(
+    client: LangGraphClient, http: httpx.AsyncClient
+) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    await client.runs.wait(tid, "steps", input={"done": []})
+    pending = await client.runs.create(tid, "echo", input={"value": 1}, after_seconds=60)
+    before = len(await client.threads.get_history(tid, limit=50))
+    res = await http.post("/threads/prune", json={"thread_ids": [tid], "strategy": "keep_latest"})
+    assert res.status_code == 409 and tid in res.json()["detail"]
+    assert len(await client.threads.get_history(tid, limit=50)) == before  # nothing pruned
+    await client.runs.cancel(tid, pending["run_id"])
+
+
+async def test_deleting_a_thread_mid_run_leaves_no_checkpoints_behind(
+    client: LangGraphClient,
+) -> None:
+    tid = str(uuid.uuid4())
+    await client.threads.create(thread_id=tid)
+    run = await client.runs.create(tid, "steps", input={"done": [], "delay": 0.3})
+    deadline = time.monotonic() + 10
+    while (await client.runs.get(tid, run["run_id"]))["status"] != "running":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await client.threads.delete(tid)
+    await asyncio.sleep(1.5)  # the cancelled run unwinds and records its end
+    # The same id made again starts empty: nothing the old run wrote survived.
+    await client.threads.create(thread_id=tid)
+    assert await client.threads.get_history(tid, limit=10) == []
+    assert (await client.threads.get_state(tid))["values"] == {}
