@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     from agentd.config import ConfigError, load_settings
     from agentd.embeddings import index_config
     from agentd.graphs import GraphRegistry
-    from agentd.storage.sqlite import StorageLocked
+    from agentd.storage.sqlite import StorageLocked, StorageTooNew
 
     try:
         settings = load_settings(
@@ -68,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     try:
         server.run()
-    except StorageLocked as exc:
+    except (StorageLocked, StorageTooNew) as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2
     return 0 if server.started else 1

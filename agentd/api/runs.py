@@ -37,13 +37,13 @@ KEEPALIVE_SECONDS = 5.0
 @router.post("/threads/{thread_id}/runs", response_class=JSON)
 async def create_run(thread_id: str, body: RunCreate, request: Request) -> Response:
     svc = services(request)
-    run, _ = await svc.runs.create(uuid_param(thread_id, "thread"), body)
+    run = await svc.runs.create(uuid_param(thread_id, "thread"), body)
     return JSON(run, headers={"Content-Location": f"/threads/{thread_id}/runs/{run['run_id']}"})
 
 
 @router.post("/runs", response_class=JSON)
 async def create_stateless_run(body: RunCreate, request: Request) -> Response:
-    run, _ = await services(request).runs.create(None, body)
+    run = await services(request).runs.create(None, body)
     return JSON(run, headers={"Content-Location": f"/runs/{run['run_id']}"})
 
 
@@ -124,6 +124,9 @@ async def _result_stream(
         while True:
             item = await sub.get(KEEPALIVE_SECONDS)
             if item is None:
+                if await has_ended(svc, run):
+                    finished = True
+                    break
                 yield b"\n"
                 continue
             _, event, data = item
@@ -136,6 +139,14 @@ async def _result_stream(
         if not finished and cancel_on_disconnect:
             on_client_gone(_canceller(svc, run))
     yield await _body_after_end(svc, run, reducer)
+
+
+async def has_ended(svc: Services, run: Row) -> bool:
+    """Whether the run has ended by storage's account. Checked at every keep-alive: the
+    safety net under the broker's end event, so a lost wake-up delays a waiter by one
+    keep-alive, never forever."""
+    latest = await svc.storage.get_run(run["thread_id"], run["run_id"])
+    return latest is None or latest["status"] in TERMINAL_RUN_STATUSES
 
 
 def _canceller(svc: Services, run: Row) -> Callable[[], Awaitable[None]]:
@@ -152,7 +163,7 @@ async def _create_subscribed(
     run_id = str(uuid7())
     sub = svc.broker.subscribe(run_id)
     try:
-        run, _ = await svc.runs.create(thread_id, body, run_id=run_id)
+        run = await svc.runs.create(thread_id, body, run_id=run_id)
     except BaseException:
         sub.close()
         raise
@@ -218,6 +229,7 @@ async def _stream(svc: Services, thread_id: str | None, body: RunCreate) -> Resp
             visible_events(kwargs["stream_mode"]),
             _canceller(svc, run) if body.on_disconnect == "cancel" else None,
             with_ids=bool(kwargs.get("resumable")),
+            ended=lambda: has_ended(svc, run),
         ),
         {"Location": f"{base}/stream", "Content-Location": base},
     )
@@ -258,6 +270,7 @@ async def join_stream(
             visible,
             _canceller(svc, run) if cancel_on_disconnect else None,
             with_ids=bool(run["kwargs"].get("resumable")),
+            ended=lambda: has_ended(svc, run),
         ),
         {},
     )
@@ -288,9 +301,13 @@ async def cancel_run(
             raise NotFound(f"Run {run_id} is {run['status']}: no matching runs to cancel")
         if sub is None:
             return Response(status_code=202)
-        if cancelled[0]["status"] == "running":
-            while (item := await sub.get()) is not None and item[1] != DONE:
-                pass
+        if not cancelled[0].ended:  # its executor ends it once it has unwound
+            while True:
+                item = await sub.get(KEEPALIVE_SECONDS)
+                if item is not None and item[1] == DONE:
+                    break
+                if item is None and await has_ended(svc, run):
+                    break
     finally:
         if sub is not None:
             sub.close()

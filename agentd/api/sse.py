@@ -40,10 +40,12 @@ async def run_events(
     *,
     with_ids: bool = False,
     until_done: bool = True,
+    ended: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[bytes]:
     """Frames of a subscription's events until its run ends (``until_done``) or the client
     leaves, in which case ``on_disconnect`` runs. ``visible``: the event names sent (before any
-    "|namespace"), or a test of the name; None sends all."""
+    "|namespace"), or a test of the name; None sends all. ``ended`` is asked at each heartbeat
+    whether the run has ended, in case its end event was lost."""
     if visible is None or callable(visible):
         shows = visible
     else:
@@ -54,6 +56,9 @@ async def run_events(
         while True:
             item = await sub.get(HEARTBEAT_SECONDS)
             if item is None:
+                if until_done and ended is not None and await ended():
+                    finished = True
+                    return
                 yield b": heartbeat\r\n\r\n"
                 continue
             event_id, event, data = item

@@ -75,28 +75,30 @@ class Scheduler:
         return fired
 
     async def fire(self, cron: Row, now: datetime) -> bool:
-        """Claim ``cron``'s due tick and queue its run; False when another scheduler won it."""
+        """Claim ``cron``'s due tick and queue its run, in one transaction: a crash can neither
+        lose the firing nor repeat it. False when another scheduler won the tick, or when the
+        tick is consumed without a run."""
         end_time = datetime.fromisoformat(cron["end_time"]) if cron["end_time"] else None
         try:
             after = next_firing(cron["schedule"], zone(cron["timezone"]), now, end_time)
         except ApiError as exc:  # its time zone left the system's database: it stops here
             log.error("cron %s has no next firing: %s", cron["cron_id"], exc.detail)
             after = None
-        claimed = await self.storage.claim_cron(cron["cron_id"], cron["next_run_date"], iso(after))
-        if claimed is None:
-            return False
+        tick = (cron["cron_id"], cron["next_run_date"], iso(after))
         if end_time is not None and now > end_time:
-            return False  # its tick came before end_time, but no one was up to fire it then
+            # Its tick came before end_time, but no one was up to fire it then.
+            await self.storage.claim_cron(*tick)
+            return False
         try:
-            # Its webhook passed the URL policy when the cron was written: a DNS hiccup now
-            # must not skip the tick (the sender checks again before each delivery).
-            run, _ = await self.runs.create(
-                claimed["thread_id"], run_request(claimed), check_webhook=False
-            )
+            run = await self.runs.create_for_tick(cron["thread_id"], run_request(cron), tick)
         except ApiError as exc:
             # The thread was deleted meanwhile, a `reject` strategy found it busy...: this
-            # tick is skipped, the next one is scheduled.
+            # tick is skipped (consumed here if the run was refused before its transaction),
+            # the next one is scheduled.
             log.warning("cron %s did not fire: %s", cron["cron_id"], exc.detail)
+            await self.storage.claim_cron(*tick)
+            return False
+        if run is None:
             return False
         log.debug("cron %s queued run %s", cron["cron_id"], run["run_id"])
         return True

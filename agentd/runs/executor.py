@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
 
 import orjson
 from langgraph.types import Command, Send
@@ -14,12 +17,25 @@ from langgraph.types import Command, Send
 from agentd import serde
 from agentd.broker.memory import MemoryBroker
 from agentd.graphs import GraphRegistry
+from agentd.runs.control import RunControl
 from agentd.runs.streaming import EventEncoder, langgraph_modes, split_item, visible_events
 from agentd.storage.base import Row, Storage
 from agentd.webhooks.sender import WebhookSender
 
+T = TypeVar("T")
 log = logging.getLogger("agentd.executor")
 FINISH_ATTEMPTS = 5
+
+
+@dataclass
+class Outcome:
+    """How an attempt ended: the run's status and what its thread rests at."""
+
+    status: str  # success | error | timeout | interrupted | rollback
+    thread_status: str = "idle"  # idle | interrupted | error
+    values: Any = None  # the thread's new values; None keeps the old ones
+    interrupts: dict[str, Any] | None = None
+    error: Row | None = None
 
 
 class Executor:
@@ -39,105 +55,116 @@ class Executor:
         self.webhooks = webhooks
         self.timeout = timeout
         self.max_attempts = max_attempts
-        # run_id -> "interrupt" | "rollback", set by the worker before it cancels a run's task.
-        self.cancel_actions: dict[str, str] = {}
 
-    async def execute(self, run: Row) -> str:
-        """Run ``run`` to its end and return its final status. A cancellation that is not a
-        user's cancel (shutdown) puts the run back in the queue and propagates."""
-        run_id, thread_id, kwargs = run["run_id"], run["thread_id"], run["kwargs"]
+    async def execute(self, run: Row, control: RunControl) -> str:
+        """Run one claimed attempt of ``run`` and record its end exactly once; returns the
+        run's status, or ``pending`` when the attempt was handed back (shutdown).
+
+        Every way out records the end and wakes the run's subscribers: the graph's end or
+        error, a cancel, the time limit, too many attempts, agentd's own failure around the
+        graph. Only a hard cancel of this task (the process stopping past its grace) leaves
+        the run ``running``, for the next start to take back."""
+        run_id, kwargs = run["run_id"], run["kwargs"]
         started_at = serde.now()
-        temporary = bool(kwargs.get("temporary"))
         self.broker.open_run(
             run_id,
-            thread_id,
+            run["thread_id"],
             resumable=bool(kwargs.get("resumable")),
             shown=visible_events(kwargs.get("stream_mode") or ()),
         )
         await self.broker.publish(
             run_id, "metadata", serde.dumps({"run_id": run_id, "attempt": run["attempt"]})
         )
+        try:
+            outcome = await self._attempt(run, control)
+        except Exception as exc:  # agentd's own failure: the run must end all the same
+            log.exception("run %s: executing it failed", run_id)
+            outcome = await self._failed(run_id, exc, None)
+        if outcome is None:
+            await _uncancellable(self._hand_back(run))
+            return "pending"
+        return await _uncancellable(self._end(run, outcome, started_at))
+
+    async def _attempt(self, run: Row, control: RunControl) -> Outcome | None:
+        """Execute the graph until it ends or a request (cancel, shutdown) or the time limit
+        stops it. None: hand the run back."""
+        run_id = run["run_id"]
+        if run["attempt"] > self.max_attempts:
+            # Every attempt so far died with its process: stop before it takes down another.
+            return await self._failed(
+                run_id,
+                RunAttemptsExceeded(
+                    f"Run {run_id} exceeded max attempts ({self.max_attempts}): the process "
+                    "executing it stopped each time"
+                ),
+                None,
+            )
+        # A cancel asked before this run could hear one: before the claim, or between the
+        # claim's commit and the worker registering ``control`` (read after registering).
+        flagged = run.get("cancel_action") or await self.storage.run_cancel_action(run_id)
+        if flagged:
+            control.request(flagged)
+        if control.action is not None:
+            return await self._stopped(run, control, None)
+
+        progress: dict[str, Any] = {}  # the last root values streamed, also on failure
+        graph = asyncio.create_task(self._run_graph(run, progress), name=f"graph-{run_id}")
+        asked = asyncio.create_task(control.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {graph, asked}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            asked.cancel()
+            # The graph is cancelled only here, by the one task that owns it, and only after
+            # it started; a graph that already returned is not undone by a late request.
+            graph.cancel()
+            await asyncio.wait({graph})
+        if graph not in done:
+            if control.action is not None:
+                return await self._stopped(run, control, progress)
+            # Our time limit; a TimeoutError the graph raises itself is an error like any.
+            return Outcome(
+                "timeout",
+                "error",
+                values=progress.get("values"),
+                error={"error": "TimeoutError", "message": f"run exceeded {self.timeout} s"},
+            )
+        if graph.cancelled():  # cancelled from inside the graph: an error like any
+            return await self._failed(run_id, asyncio.CancelledError(), progress)
+        exc = graph.exception()
+        if exc is not None:
+            log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+            return await self._failed(run_id, exc, progress)
+        return graph.result()
+
+    async def _run_graph(self, run: Row, progress: Row) -> Outcome:
+        thread_id, kwargs = run["thread_id"], run["kwargs"]
         config = _graph_config(run)
         graph_input, command = kwargs.get("input"), kwargs.get("command")
+        temporary = bool(kwargs.get("temporary"))
         if not temporary and run.get("resume"):
             # A run started before (a crash, a shutdown) continues from the checkpoints it wrote.
             graph_input, command = None, None
             config["configurable"].pop("checkpoint_id", None)
         checkpointer = None if temporary else self.storage.checkpointer
-        graph_id = run["metadata"].get("graph_id") or kwargs["config"]["configurable"]["graph_id"]
-
-        status, thread_status, error = "success", "idle", None
-        values: Any = None
-        interrupts: dict[str, Any] | None = None
-        progress: dict[str, Any] = {}  # the last root values streamed, also on failure
-        timer = asyncio.timeout(self.timeout)
-        try:
-            if run["attempt"] > self.max_attempts:
-                # Every attempt so far died with its process: stop before it takes down another.
-                raise RunAttemptsExceeded(
-                    f"Run {run_id} exceeded max attempts ({self.max_attempts}): the process "
-                    "executing it stopped each time"
-                )
-            async with timer:
-                async with self.graphs.bound(
-                    graph_id,
-                    config,
-                    checkpointer,
-                    self.storage.store,
-                    access="threads.create_run",
-                    context=kwargs.get("context") or None,
-                ) as graph:
-                    graph_input = _to_command(command) if command else graph_input
-                    await self._stream(graph, graph_input, config, run, progress)
-                    if checkpointer is not None and _may_have_paused(graph, kwargs, progress):
-                        snapshot = await graph.aget_state(
-                            {"configurable": {"thread_id": thread_id}}
-                        )
-                        values = snapshot.values
-                        interrupts = _interrupts_by_task(snapshot)
-                        if snapshot.next or interrupts:
-                            thread_status = "interrupted"
-                    else:
-                        # Ran to its end: the last root values are the final state.
-                        values = progress.get("values")
-        except asyncio.CancelledError:
-            action = self.cancel_actions.pop(run_id, None)
-            if action is None:  # shutdown, not a user's cancel: another attempt will come
-                self.broker.release(run_id)
-                await self.storage.requeue_run(run_id)
-                raise
-            status = "rollback" if action == "rollback" else "interrupted"
-            if status == "interrupted" and checkpointer is not None:
-                values, interrupts, thread_status = await self._state_after_cancel(
-                    graph_id, config, thread_id
-                )
-        except Exception as exc:
-            values = progress.get("values")
-            if isinstance(exc, TimeoutError) and timer.expired():
-                # Our time limit; a TimeoutError the graph raised itself is an error like any.
-                status, thread_status = "timeout", "error"
-                error = {"error": "TimeoutError", "message": f"run exceeded {self.timeout} s"}
-            else:
-                log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
-                status, thread_status = "error", "error"
-                error = serde.error_payload(exc)
-                await self.broker.publish(run_id, "error", serde.dumps(error))
-        encoded = serde.dumps(values) if values is not None else None
-        await self._finish(
-            run_id,
-            thread_id,
-            status,
-            thread_status=thread_status,
-            values=orjson.Fragment(encoded) if encoded is not None else None,
-            interrupts=orjson.Fragment(serde.dumps(interrupts)) if interrupts else None,
-            error=error,
-            delete=temporary,
-            rollback=status == "rollback",
-        )
-        # Recorded first; the delivery runs in the background and never holds this slot.
-        self.webhooks.run_ended(run, status, values=encoded, error=error, started_at=started_at)
-        await self.broker.end(run_id, status, thread_id)
-        return status
+        async with self.graphs.bound(
+            _graph_id(run),
+            config,
+            checkpointer,
+            self.storage.store,
+            access="threads.create_run",
+            context=kwargs.get("context") or None,
+        ) as graph:
+            graph_input = _to_command(command) if command else graph_input
+            await self._stream(graph, graph_input, config, run, progress)
+            if checkpointer is None or not _may_have_paused(graph, kwargs, progress):
+                # Ran to its end: the last root values are the final state.
+                return Outcome("success", values=progress.get("values"))
+            snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        interrupts = _interrupts_by_task(snapshot)
+        paused = bool(snapshot.next or interrupts)
+        return Outcome("success", "interrupted" if paused else "idle", snapshot.values, interrupts)
 
     async def _stream(
         self, graph: Any, graph_input: Any, config: dict[str, Any], run: Row, progress: Row
@@ -177,30 +204,106 @@ class Executor:
                 for event, data in encoder.encode(mode, chunk, namespace):
                     await self.broker.publish(run_id, event, data)
 
-    async def _finish(self, run_id: str, thread_id: str, status: str, **outcome: Any) -> None:
+    async def _failed(self, run_id: str, exc: BaseException, progress: Row | None) -> Outcome:
+        error = serde.error_payload(exc)
+        await self.broker.publish(run_id, "error", serde.dumps(error))
+        values = progress.get("values") if progress else None
+        return Outcome("error", "error", values=values, error=error)
+
+    async def _stopped(self, run: Row, control: RunControl, progress: Row | None) -> Outcome | None:
+        """The outcome of a run stopped by a request: a cancel ends it, a shutdown hands it
+        back (None)."""
+        if control.action == "rollback":
+            return Outcome("rollback")
+        if control.action != "interrupt":
+            return None
+        if run["kwargs"].get("temporary"):
+            return Outcome("interrupted", values=progress.get("values") if progress else None)
+        # The thread rests as its checkpoints left it: paused at a node or idle.
+        try:
+            async with self.graphs.bound(
+                _graph_id(run), _graph_config(run), self.storage.checkpointer, self.storage.store
+            ) as graph:
+                snapshot = await graph.aget_state({"configurable": {"thread_id": run["thread_id"]}})
+        except Exception:
+            log.exception("run %s: reading its state after the cancel failed", run["run_id"])
+            return Outcome("interrupted")
+        interrupts = _interrupts_by_task(snapshot)
+        paused = bool(snapshot.next or interrupts)
+        values = snapshot.values if snapshot.created_at else None
+        return Outcome("interrupted", "interrupted" if paused else "idle", values, interrupts)
+
+    async def _end(self, run: Row, outcome: Outcome, started_at: datetime) -> str:
+        """Record the end (once, by the attempt holding the run), then its webhook, then wake
+        every subscriber, whether or not the record succeeded: no one waits forever."""
+        run_id, thread_id = run["run_id"], run["thread_id"]
+        try:
+            encoded = serde.dumps(outcome.values) if outcome.values is not None else None
+            interrupts = serde.dumps(outcome.interrupts) if outcome.interrupts else None
+        except Exception as exc:  # e.g. nested deeper than JSON can be encoded
+            unstorable = ValueError(f"the run's values cannot be stored as JSON: {exc}")
+            outcome = await self._failed(run_id, unstorable, None)
+            encoded = interrupts = None
+        try:
+            recorded = await self._finish(
+                run,
+                outcome.status,
+                thread_status=outcome.thread_status,
+                values=orjson.Fragment(encoded) if encoded is not None else None,
+                interrupts=orjson.Fragment(interrupts) if interrupts is not None else None,
+                error=outcome.error,
+                delete=bool(run["kwargs"].get("temporary")),
+                rollback=outcome.status == "rollback",
+            )
+            if recorded:
+                # Recorded first; the delivery runs in the background, never holding a slot.
+                self.webhooks.run_ended(
+                    run, outcome.status, values=encoded, error=outcome.error, started_at=started_at
+                )
+        finally:
+            await self.broker.end(run_id, outcome.status, thread_id)
+        return outcome.status
+
+    async def _finish(self, run: Row, status: str, **outcome: Any) -> bool:
         """Record the outcome, retrying through transient database errors: a run must not stay
-        ``running`` because one write failed."""
+        ``running`` because one write failed. False when this attempt no longer held it."""
         for attempt in range(FINISH_ATTEMPTS):
             try:
-                await self.storage.finish_run(run_id, thread_id, status, **outcome)
-                return
+                return await self.storage.finish_run(
+                    run["run_id"], run["thread_id"], run["attempt"], status, **outcome
+                )
             except Exception:
                 if attempt == FINISH_ATTEMPTS - 1:
                     log.exception("could not record the end of run %s; it will be retried "
-                                  "at the next start", run_id)  # fmt: skip
-                    return
+                                  "at the next start", run["run_id"])  # fmt: skip
+                    return False
                 await asyncio.sleep(0.2 * 2**attempt)
+        return False
 
-    async def _state_after_cancel(
-        self, graph_id: str, config: dict[str, Any], thread_id: str
-    ) -> tuple[Any, dict[str, Any] | None, str]:
-        async with self.graphs.bound(
-            graph_id, config, self.storage.checkpointer, self.storage.store
-        ) as graph:
-            snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
-        interrupts = _interrupts_by_task(snapshot)
-        status = "interrupted" if snapshot.next or interrupts else "idle"
-        return (snapshot.values if snapshot.created_at else None), interrupts, status
+    async def _hand_back(self, run: Row) -> None:
+        try:
+            await self.storage.requeue_run(run["run_id"], run["attempt"])
+        except Exception:  # it stays running: the next start takes it back
+            log.exception("could not hand run %s back to the queue", run["run_id"])
+        self.broker.release(run["run_id"])
+
+
+async def _uncancellable(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` to its end even if this task is cancelled meanwhile (a run's end is
+    recorded whole or not at all), then let the cancel through."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 class RunAttemptsExceeded(Exception):
@@ -223,6 +326,10 @@ def _graph_config(run: Row) -> dict[str, Any]:
     if run["attempt"] == 1:
         config["run_id"] = uuid.UUID(run["run_id"])  # the root trace id, as the reference does
     return config
+
+
+def _graph_id(run: Row) -> str:
+    return run["metadata"].get("graph_id") or run["kwargs"]["config"]["configurable"]["graph_id"]
 
 
 def _to_command(command: dict[str, Any]) -> Command:

@@ -14,7 +14,7 @@ from agentd.graphs import GraphRegistry
 from agentd.ids import parse_uuid, uuid7
 from agentd.runs.streaming import SUPPORTED_MODES
 from agentd.schemas import BadRequest, NotFound, RunCreate, Unprocessable
-from agentd.storage.base import Row, Storage
+from agentd.storage.base import Cancelled, Row, Storage
 from agentd.webhooks.sender import WebhookSender
 
 # Keys clients may not set in configurable or metadata: agentd owns them.
@@ -55,20 +55,40 @@ class RunService:
         *,
         run_id: str | None = None,
         check_webhook: bool = True,
-    ) -> tuple[Row, list[Row]]:
+    ) -> Row:
         """Queue a run; ``thread_id=None`` makes a stateless run on a new thread.
         ``check_webhook=False``: its webhook URL passed the policy already (a cron's, when the
-        cron was written); the sender checks it again at each delivery in any case.
+        cron was written); the sender checks it again at each delivery in any case."""
+        run = await self._create(thread_id, body, run_id, check_webhook, None)
+        assert run is not None  # only a cron tick can be lost
+        return run
 
-        Returns the run and the runs that were in flight on its thread."""
+    async def create_for_tick(
+        self, thread_id: str | None, body: RunCreate, cron_tick: tuple[str, str, str | None]
+    ) -> Row | None:
+        """Queue a cron firing's run, claiming its tick (cron_id, due, next_run_date) in the
+        same transaction: None when another scheduler holds the tick. A run that cannot be
+        created raises its ApiError, and the tick is consumed all the same."""
+        # Its webhook passed the URL policy when the cron was written: a DNS hiccup now
+        # must not skip the tick (the sender checks again before each delivery).
+        return await self._create(thread_id, body, None, False, cron_tick)
+
+    async def _create(
+        self,
+        thread_id: str | None,
+        body: RunCreate,
+        run_id: str | None,
+        check_webhook: bool,
+        cron_tick: tuple[str, str, str | None] | None,
+    ) -> Row | None:
         new = await self._prepare(thread_id, body, run_id, check_webhook=check_webhook)
-        run, inflight = await self.storage.create_run(new.run, **new.options)
-        if inflight and body.multitask_strategy in ("interrupt", "rollback"):
-            await self.cancel(
-                run["thread_id"], [r["run_id"] for r in inflight], body.multitask_strategy
-            )
+        created = await self.storage.create_run(new.run, **new.options, cron_tick=cron_tick)
+        if created is None:
+            return None
+        run, cancelled = created
+        await self._after_cancel(run["thread_id"], cancelled)
         await self._wake(body)
-        return run, inflight
+        return run
 
     async def create_batch(self, bodies: list[RunCreate]) -> list[Row]:
         """Queue stateless runs all or none: every one is checked before any is stored."""
@@ -169,7 +189,6 @@ class RunService:
             # A new thread gets the run's metadata; an existing one learns its graph.
             "thread_metadata": {**request_metadata, **ids} if thread is None else ids,
             "if_not_exists": "create" if stateless else body.if_not_exists,
-            "reject_if_busy": body.multitask_strategy == "reject",
         }
         return _NewRun(run, options)
 
@@ -199,23 +218,32 @@ class RunService:
                 "Resume a thread whose status is 'interrupted'."
             )
 
-    async def cancel(self, thread_id: str, run_ids: list[str], action: str) -> list[Row]:
-        """Cancel in-flight runs: pending ones end now, running ones when their worker stops."""
-        runs = await self.storage.cancel_runs(thread_id, run_ids, action)
-        for run in runs:
-            if run["status"] == "running":
-                await self.broker.cancel(run["run_id"], action)
-            else:
-                await self.broker.end(run["run_id"], "interrupted", thread_id)
+    async def cancel(self, thread_id: str, run_ids: list[str], action: str) -> list[Cancelled]:
+        """Cancel in-flight runs: the cancel is recorded (and pending runs ended) in one
+        transaction; running ones are then told, and end when their executor has unwound."""
+        cancelled = await self.storage.cancel_runs(thread_id, run_ids, action)
+        await self._after_cancel(thread_id, cancelled)
+        return cancelled
+
+    async def _after_cancel(self, thread_id: str, cancelled: list[Cancelled]) -> None:
+        """What follows a committed cancel: runs that ended in it wake their subscribers and
+        get their webhook; the others' executors are told (they also read the recorded
+        cancel when they start, so a lost signal only delays the end)."""
+        for item in cancelled:
+            run_id = item.run["run_id"]
+            if item.ended:
+                status = "rollback" if item.action == "rollback" else "interrupted"
+                await self.broker.end(run_id, status, thread_id)
                 # A pending run ends here, never having started: its webhook still fires.
-                self.webhooks.run_ended(run, "rollback" if action == "rollback" else "interrupted")
-        if runs:
+                self.webhooks.run_ended(item.run, status)
+            else:
+                await self.broker.cancel(run_id, item.action)
+        if cancelled:
             await self.broker.wake()
-        return runs
 
     async def cancel_many(
         self, *, thread_id: str | None, run_ids: list[str] | None, status: str | None, action: str
-    ) -> list[Row]:
+    ) -> list[Cancelled]:
         """Cancel the given runs of a thread, or every run in a status (pending, running, all)."""
         targets: dict[str, list[str]] = {}
         if status is not None:
@@ -225,7 +253,7 @@ class RunService:
                 targets.setdefault(tid, []).append(rid)
         elif thread_id is not None and run_ids:
             targets[thread_id] = run_ids
-        cancelled: list[Row] = []
+        cancelled: list[Cancelled] = []
         for tid, ids in targets.items():
             cancelled += await self.cancel(tid, ids, action)
         return cancelled

@@ -1,5 +1,5 @@
 """The worker pool: claim runnable runs as soon as a slot is free, run each in its own task,
-cancel on request, and hand unfinished runs back to the queue on shutdown."""
+pass cancels to their executors, and have unfinished runs handed back on shutdown."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import logging
 import time
 
 from agentd.broker.memory import MemoryBroker
+from agentd.runs.control import SHUTDOWN, RunControl
 from agentd.runs.executor import Executor
 from agentd.storage.base import Row, Storage
 
 log = logging.getLogger("agentd.worker")
-EARLY_CANCEL_TTL = 60.0
+# How long running runs get to unwind at shutdown after being asked to stop, before their tasks
+# are cancelled outright (they are then left running, and the next start takes them back).
+SHUTDOWN_GRACE = 10.0
 
 
 class Worker:
@@ -22,11 +25,10 @@ class Worker:
         self.executor = executor
         self.jobs = jobs
         self._tasks: dict[str, asyncio.Task[str]] = {}
+        self._controls: dict[str, RunControl] = {}
         self._wake = asyncio.Event()
         self._due_at: float | None = None
         self._loop_task: asyncio.Task[None] | None = None
-        # Cancels that arrived between a claim's commit and its task's start: run_id -> action.
-        self._early_cancels: dict[str, tuple[str, float]] = {}
 
     @property
     def active(self) -> int:
@@ -41,13 +43,20 @@ class Worker:
         self._wake.set()
         self._loop_task = asyncio.create_task(self._loop(), name="agentd-worker")
 
-    async def stop(self) -> None:
-        """Stop claiming, cancel running runs (they go back to pending), wait for them."""
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop claiming and ask every running run to stop: each is handed back to the queue
+        by its own executor. Tasks still unwinding after ``grace`` are cancelled."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
+        for control in self._controls.values():
+            control.request(SHUTDOWN)
         tasks = list(self._tasks.values())
-        for task in tasks:
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        for task in late:
+            log.warning("%s did not stop within %.0f s; cancelling it", task.get_name(), grace)
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -59,18 +68,12 @@ class Worker:
         self._wake.set()
 
     def cancel(self, run_id: str, action: str) -> bool:
-        task = self._tasks.get(run_id)
-        if task is None:
-            now = time.monotonic()
-            self._early_cancels = {
-                k: v for k, v in self._early_cancels.items() if now - v[1] < EARLY_CANCEL_TTL
-            }
-            self._early_cancels[run_id] = (action, now)
+        """Pass a cancel (already recorded in storage) to the run's executor, if it runs here.
+        A run claimed but not yet registered reads the recorded cancel when it starts."""
+        control = self._controls.get(run_id)
+        if control is None:
             return False
-        if task.done():
-            return False
-        self.executor.cancel_actions[run_id] = action
-        task.cancel()
+        control.request(action)
         return True
 
     async def _loop(self) -> None:
@@ -107,16 +110,15 @@ class Worker:
 
     def _start(self, run: Row) -> None:
         run_id = run["run_id"]
-        task = asyncio.create_task(self.executor.execute(run), name=f"run-{run_id}")
+        # Registered before the task exists: from here on a cancel reaches the executor.
+        control = self._controls[run_id] = RunControl()
+        task = asyncio.create_task(self.executor.execute(run, control), name=f"run-{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda t, rid=run_id: self._finished(rid, t))
-        early = self._early_cancels.pop(run_id, None)
-        if early is not None:
-            self.cancel(run_id, early[0])
 
     def _finished(self, run_id: str, task: asyncio.Task[str]) -> None:
         self._tasks.pop(run_id, None)
-        self.executor.cancel_actions.pop(run_id, None)
+        self._controls.pop(run_id, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("run %s crashed the executor", run_id, exc_info=task.exception())
         self._wake.set()  # a slot is free and the thread may have a next run

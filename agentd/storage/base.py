@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """A run a cancel reached, as it was before the cancel.
+
+    ``ended``: it had never started and ended in the cancel's transaction (``interrupted``,
+    or deleted on rollback). Otherwise it is running (or ran before and was handed back): it
+    carries a durable cancel flag, and its executor ends it at a safe point."""
+
+    run: Row
+    action: str  # interrupt | rollback
+    ended: bool
 
 
 class Storage(Protocol):
@@ -128,13 +142,15 @@ class Storage(Protocol):
         *,
         thread_metadata: Row,
         if_not_exists: str,
-        reject_if_busy: bool,
-    ) -> tuple[Row, list[Row]]:
-        """Insert a pending run (creating its thread if asked) in one transaction.
+        cron_tick: tuple[str, str, str | None] | None = None,
+    ) -> tuple[Row, list[Cancelled]] | None:
+        """Insert a pending run (creating its thread if asked) and apply its multitask
+        strategy (``run["multitask_strategy"]``) in one transaction; returns the run and the
+        runs it cancelled. Raises NotFound for a missing thread with ``if_not_exists="reject"``,
+        Conflict for ``reject`` on a thread with a pending or running run.
 
-        Returns the run and the other in-flight runs of its thread. Raises NotFound for a
-        missing thread with ``if_not_exists="reject"``, Conflict when ``reject_if_busy`` and the
-        thread has a pending or running run."""
+        ``cron_tick`` (cron_id, due, next_run_date): claim that tick in the same transaction;
+        None when another scheduler holds it; a run that cannot be created still consumes it."""
         ...
 
     async def get_run(self, thread_id: str | None, run_id: str) -> Row | None: ...
@@ -152,8 +168,13 @@ class Storage(Protocol):
         ...
 
     async def claim_runs(self, limit: int) -> list[Row]:
-        """Mark up to ``limit`` runs running: per thread with no running run, its oldest due
-        pending run. Each carries ``resume``: the thread's newest checkpoint is its own."""
+        """Mark up to ``limit`` runs running (attempt + 1): per thread with no running run,
+        its oldest due pending run. Each carries ``resume`` (the thread's newest checkpoint is
+        its own) and ``cancel_action`` (a cancel to honour instead of running it)."""
+        ...
+
+    async def run_cancel_action(self, run_id: str) -> str | None:
+        """The cancel asked of a run (``interrupt``/``rollback``), if any."""
         ...
 
     async def next_due_at(self) -> float | None:
@@ -164,10 +185,16 @@ class Storage(Protocol):
         """Put runs left running by a dead process back to pending (embedded mode only)."""
         ...
 
+    async def requeue_run(self, run_id: str, attempt: int) -> bool:
+        """Hand attempt ``attempt`` of a running run back to the queue at shutdown, without
+        counting it; False when that attempt no longer holds the run."""
+        ...
+
     async def finish_run(
         self,
         run_id: str,
         thread_id: str,
+        attempt: int,
         status: str,
         *,
         thread_status: str,
@@ -176,18 +203,18 @@ class Storage(Protocol):
         error: Row | None,
         delete: bool = False,
         rollback: bool = False,
-    ) -> None:
-        """End a run and write its outcome to the thread; ``delete`` drops a temporary
-        thread and its runs instead, ``rollback`` drops the run and its checkpoints."""
+    ) -> bool:
+        """End attempt ``attempt`` of a running run and write its outcome to the thread
+        (``thread_status`` is its resting status); ``delete`` drops a temporary thread,
+        ``rollback`` drops the run and its checkpoints. Only the attempt holding the run ends
+        it, once: False otherwise."""
         ...
 
-    async def requeue_run(self, run_id: str) -> None:
-        """Hand a running run back to the queue at shutdown, without counting the attempt."""
-        ...
-
-    async def cancel_runs(self, thread_id: str, run_ids: Sequence[str], action: str) -> list[Row]:
-        """Mark pending/running runs interrupted (or delete them on rollback); returns the
-        runs that were in flight before."""
+    async def cancel_runs(
+        self, thread_id: str, run_ids: Sequence[str], action: str
+    ) -> list[Cancelled]:
+        """Cancel the thread's pending/running runs among ``run_ids`` with ``action``
+        (interrupt or rollback), in one transaction."""
         ...
 
     # Crons

@@ -26,13 +26,13 @@ import orjson
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
-from agentd.schemas import Conflict, NotFound, Unprocessable
-from agentd.storage.base import Row
+from agentd.schemas import ApiError, Conflict, NotFound, Unprocessable
+from agentd.storage.base import Cancelled, Row
 from agentd.storage.checkpointer import SqliteCheckpointer
 
 T = TypeVar("T")
 log = logging.getLogger("agentd.storage")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 WAL_CHECKPOINT_SECONDS = 1.0
 _INFLIGHT = ("pending", "running")
 
@@ -50,6 +50,10 @@ def _json(value: str | None) -> Any:
 
 
 class StorageLocked(Exception):
+    pass
+
+
+class StorageTooNew(Exception):
     pass
 
 
@@ -179,10 +183,7 @@ class SqliteStorage:
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA foreign_keys = ON")
-        schema = resources.files("agentd.storage").joinpath("sql/sqlite.sql").read_text()
-        conn.executescript(schema)
-        if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
-            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        _migrate(conn)
         if self._default_thread_ttl:
             # Every thread created while a default TTL is configured gets it, whichever code path
             # inserts it (POST /threads, runs creating their thread). A TEMP trigger lives on this
@@ -657,9 +658,8 @@ class SqliteStorage:
             now = _now()
             row = conn.execute(
                 "INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at,"
-                ' metadata, status, config, "values", interrupts, error)'
-                " SELECT ?, ?, ?, state_updated_at, metadata,"
-                " CASE WHEN status = 'busy' THEN 'idle' ELSE status END,"
+                ' metadata, status, rest_status, config, "values", interrupts, error)'
+                " SELECT ?, ?, ?, state_updated_at, metadata, rest_status, rest_status,"
                 ' config, "values", interrupts, error FROM threads WHERE thread_id = ?'
                 " RETURNING *",
                 (new_thread_id, now, now, thread_id),
@@ -778,11 +778,11 @@ class SqliteStorage:
         def tx(conn: sqlite3.Connection) -> None:
             now = _now()
             conn.execute(
-                'UPDATE threads SET "values" = ?, interrupts = ?, updated_at = ?,'
-                " state_updated_at = ?, status = CASE WHEN status = 'busy' THEN status ELSE ? END"
-                " WHERE thread_id = ?",
-                (_dumps(values), _dumps(interrupts), now, now, status, thread_id),
+                'UPDATE threads SET "values" = ?, interrupts = ?, state_updated_at = ?,'
+                " rest_status = ? WHERE thread_id = ?",
+                (_dumps(values), _dumps(interrupts), now, status, thread_id),
             )
+            _settle_thread(conn, thread_id, now)
 
         await self._write(tx)
 
@@ -820,15 +820,35 @@ class SqliteStorage:
         *,
         thread_metadata: Row,
         if_not_exists: str,
-        reject_if_busy: bool,
-    ) -> tuple[Row, list[Row]]:
-        """Insert a pending run (creating its thread if asked), applying ``reject``: returns
-        the run and the runs that were in flight on its thread."""
+        cron_tick: tuple[str, str, str | None] | None = None,
+    ) -> tuple[Row, list[Cancelled]] | None:
+        """Insert a pending run (creating its thread if asked) and apply its multitask
+        strategy, in one transaction: returns the run and the runs it cancelled.
 
-        def tx(conn: sqlite3.Connection) -> tuple[Row, list[Row]]:
-            return _insert_run(conn, run, thread_metadata, if_not_exists, reject_if_busy)
+        With ``cron_tick`` (cron_id, due, next_run_date) the same transaction first claims
+        that cron's tick: None when another scheduler has it. A run that cannot be created
+        (its thread is gone, ``reject`` found it busy) still consumes the tick: the claim
+        commits and the error is raised, so a crash can neither lose nor repeat a firing."""
 
-        return await self._write(tx)
+        def tx(conn: sqlite3.Connection) -> tuple[Row, list[Cancelled]] | ApiError | None:
+            if cron_tick is None:
+                return _insert_run(conn, run, thread_metadata, if_not_exists)
+            if not _claim_cron(conn, *cron_tick):
+                return None
+            conn.execute("SAVEPOINT run")
+            try:
+                created = _insert_run(conn, run, thread_metadata, if_not_exists)
+            except ApiError as exc:
+                conn.execute("ROLLBACK TO run")
+                return exc
+            finally:
+                conn.execute("RELEASE run")
+            return created
+
+        outcome = await self._write(tx)
+        if isinstance(outcome, ApiError):
+            raise outcome
+        return outcome
 
     async def create_runs(self, items: Sequence[tuple[Row, Row]]) -> list[Row]:
         """Several ``create_run``s (run, options) in one transaction: all or none."""
@@ -909,8 +929,9 @@ class SqliteStorage:
 
     async def claim_runs(self, limit: int) -> list[Row]:
         """Mark up to ``limit`` runnable runs ``running`` in one transaction: the oldest due
-        pending run of each thread that has nothing running. Each claimed run says whether
-        its thread's newest checkpoint is its own (``resume``: a start cut short before)."""
+        pending run of each thread that has nothing running. Each claimed run carries
+        ``resume`` (its thread's newest checkpoint is its own: a start cut short before) and
+        ``cancel_action`` (a cancel asked of it before, to honour instead of running it)."""
 
         def tx(conn: sqlite3.Connection) -> list[Row]:
             now = _now()
@@ -929,6 +950,7 @@ class SqliteStorage:
                 if row is None:
                     break
                 run = _run(row)
+                run["cancel_action"] = row["cancel_action"]
                 latest = conn.execute(
                     "SELECT json_extract(CAST(metadata AS TEXT), '$.run_id') FROM checkpoints"
                     " WHERE thread_id = ? AND checkpoint_ns = ''"
@@ -940,6 +962,18 @@ class SqliteStorage:
             return claimed
 
         return await self._write(tx)
+
+    async def run_cancel_action(self, run_id: str) -> str | None:
+        """The cancel asked of a run (``interrupt``/``rollback``), if any: what its executor
+        reads once it is ready to hear cancels, so one asked in between is not missed."""
+
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT cancel_action FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return row[0] if row else None
+
+        return self._lookup(q)
 
     async def next_due_at(self) -> float | None:
         def q(conn: sqlite3.Connection) -> float | None:
@@ -960,21 +994,27 @@ class SqliteStorage:
 
         return await self._write(tx)
 
-    async def requeue_run(self, run_id: str) -> None:
-        def tx(conn: sqlite3.Connection) -> None:
-            # A shutdown is not the run's failure: this attempt does not count.
-            conn.execute(
-                "UPDATE runs SET status = 'pending', attempt = attempt - 1, updated_at = ?"
-                " WHERE run_id = ? AND status = 'running'",
-                (_now(), run_id),
+    async def requeue_run(self, run_id: str, attempt: int) -> bool:
+        """Hand attempt ``attempt`` of a running run back to the queue (a shutdown), without
+        counting it; False when that attempt no longer holds the run."""
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "UPDATE runs SET status = 'pending', attempt = attempt - 1, updated_at = ?"
+                    " WHERE run_id = ? AND status = 'running' AND attempt = ?",
+                    (_now(), run_id, attempt),
+                ).rowcount
+                > 0
             )
 
-        await self._write(tx)
+        return await self._write(tx)
 
     async def finish_run(
         self,
         run_id: str,
         thread_id: str,
+        attempt: int,
         status: str,
         *,
         thread_status: str,
@@ -983,72 +1023,67 @@ class SqliteStorage:
         error: Row | None,
         delete: bool = False,
         rollback: bool = False,
-    ) -> None:
-        def tx(conn: sqlite3.Connection) -> None:
+    ) -> bool:
+        """Record the end of attempt ``attempt`` of a running run and write its outcome to the
+        thread. Only the attempt that holds the run ends it, once: False when the run is no
+        longer running under that attempt (or its thread was deleted meanwhile)."""
+
+        def tx(conn: sqlite3.Connection) -> bool:
             now = _now()
-            gone = (
-                conn.execute("SELECT 1 FROM threads WHERE thread_id = ?", (thread_id,)).fetchone()
-                is None
-            )
-            if delete or gone:
-                # A temporary run's thread goes now; a thread deleted while this run was still
-                # unwinding loses the checkpoints the run wrote after the delete.
+            if conn.execute("SELECT 1 FROM threads WHERE thread_id = ?", (thread_id,)).fetchone():
+                held = conn.execute(
+                    "SELECT 1 FROM runs WHERE run_id = ? AND status = 'running' AND attempt = ?",
+                    (run_id, attempt),
+                ).fetchone()
+                if held is None:
+                    return False
+            else:
+                # Deleted while this run was still unwinding: the checkpoints it wrote after
+                # the delete go too, or a thread re-created with the same id would see them.
                 _delete_threads(conn, [thread_id])
-                return
+                return False
+            if delete:  # a temporary run's thread goes with it
+                _delete_threads(conn, [thread_id])
+                return True
             if rollback:
                 conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
                 _delete_run_checkpoints(conn, thread_id, run_id)
+                # The thread rests as it was before this run: its values were never replaced.
             else:
                 conn.execute(
                     "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?",
                     (status, now, run_id),
                 )
-            sets = [
-                "status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = ?"
-                " AND status IN ('pending', 'running')) THEN 'busy' ELSE ? END",
-                "updated_at = ?",
-                "error = ?",
-            ]
-            args: list[Any] = [thread_id, thread_status, now, _dumps(error) if error else None]
-            if values is not None:
-                sets += ['"values" = ?', "interrupts = ?", "state_updated_at = ?"]
-                args += [_dumps(values), _dumps(interrupts or {}), now]
-            conn.execute(f"UPDATE threads SET {', '.join(sets)} WHERE thread_id = ?",
-                         [*args, thread_id])  # fmt: skip
+                sets = ["rest_status = ?", "error = ?"]
+                args: list[Any] = [thread_status, _dumps(error) if error else None]
+                if values is not None:
+                    sets += ['"values" = ?', "interrupts = ?", "state_updated_at = ?"]
+                    args += [_dumps(values), _dumps(interrupts or {}), now]
+                conn.execute(f"UPDATE threads SET {', '.join(sets)} WHERE thread_id = ?",
+                             [*args, thread_id])  # fmt: skip
+            _settle_thread(conn, thread_id, now)
+            return True
 
-        await self._write(tx)
+        return await self._write(tx)
 
-    async def cancel_runs(self, thread_id: str, run_ids: Sequence[str], action: str) -> list[Row]:
-        def tx(conn: sqlite3.Connection) -> list[Row]:
-            marks = ",".join("?" * len(run_ids))
+    async def cancel_runs(
+        self, thread_id: str, run_ids: Sequence[str], action: str
+    ) -> list[Cancelled]:
+        """Cancel the thread's in-flight runs among ``run_ids`` (see ``Cancelled``)."""
+
+        def tx(conn: sqlite3.Connection) -> list[Cancelled]:
             rows = [
                 _run(r)
                 for r in conn.execute(
-                    f"SELECT * FROM runs WHERE thread_id = ? AND run_id IN ({marks})"
-                    " AND status IN ('pending', 'running')",
-                    (thread_id, *run_ids),
+                    "SELECT * FROM runs WHERE thread_id = ? AND status IN ('pending', 'running')"
+                    " AND run_id IN (SELECT value FROM json_each(?)) ORDER BY created_at",
+                    (thread_id, _dumps(list(run_ids))),
                 )
             ]
-            now = _now()
-            # Pending runs end here; running ones end when their worker has unwound.
-            pending = [r["run_id"] for r in rows if r["status"] == "pending"]
-            if pending:
-                marks = ",".join("?" * len(pending))
-                if action == "rollback":
-                    conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", pending)
-                else:
-                    conn.execute(
-                        f"UPDATE runs SET status = 'interrupted', updated_at = ?"
-                        f" WHERE run_id IN ({marks})",
-                        (now, *pending),
-                    )
-                conn.execute(
-                    "UPDATE threads SET status = 'idle', updated_at = ? WHERE thread_id = ?"
-                    " AND NOT EXISTS (SELECT 1 FROM runs WHERE thread_id = ?"
-                    " AND status IN ('pending', 'running'))",
-                    (now, thread_id, thread_id),
-                )
-            return rows
+            cancelled = _cancel(conn, rows, action)
+            if cancelled:
+                _settle_thread(conn, thread_id, _now())
+            return cancelled
 
         return await self._write(tx)
 
@@ -1187,19 +1222,60 @@ class SqliteStorage:
         return await self._read(q)
 
 
+def _sql(name: str) -> str:
+    return resources.files("agentd.storage").joinpath(f"sql/{name}").read_text()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the file to ``SCHEMA_VERSION``: a new file gets the whole schema; an older one
+    runs each ``sqlite-<n>.sql`` above its version, each in a transaction of its own, then the
+    schema (whose ``IF NOT EXISTS`` statements add tables that are new). The data-dir lock
+    makes this process the only one doing it."""
+    fresh = (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone() is None
+    )
+    if not fresh:
+        version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 1
+        if version > SCHEMA_VERSION:
+            raise StorageTooNew(
+                f"the database was written by a newer agentd (schema {version}, this one "
+                f"knows {SCHEMA_VERSION}); upgrade agentd"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(_sql(f"sqlite-{target}.sql")):
+                    conn.execute(statement)
+                conn.execute("DELETE FROM schema_version")
+                conn.execute("INSERT INTO schema_version VALUES (?)", (target,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            log.info("database upgraded to schema %d", target)
+    conn.executescript(_sql("sqlite.sql"))
+    if fresh:
+        conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script (no triggers: ``;`` ends each statement)."""
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
 def _insert_run(
-    conn: sqlite3.Connection,
-    run: Row,
-    thread_metadata: Row,
-    if_not_exists: str,
-    reject_if_busy: bool,
-) -> tuple[Row, list[Row]]:
+    conn: sqlite3.Connection, run: Row, thread_metadata: Row, if_not_exists: str
+) -> tuple[Row, list[Cancelled]]:
+    """Insert a pending run and apply its multitask strategy to the thread's in-flight runs:
+    ``reject`` refuses it (Conflict), ``interrupt``/``rollback`` cancel them, ``enqueue``
+    queues it behind them."""
     thread_id = run["thread_id"]
     now = _now()
     thread = conn.execute(
         "SELECT metadata, status FROM threads WHERE thread_id = ?", (thread_id,)
     ).fetchone()
-    inflight: list[Row] = []
+    cancelled: list[Cancelled] = []
     if thread is None:
         if if_not_exists != "create":
             raise NotFound(f"Thread with ID {thread_id} not found")
@@ -1216,17 +1292,20 @@ def _insert_run(
                 (thread_id, *_INFLIGHT),
             )
         ]
-        if inflight and reject_if_busy:
+        strategy = run["multitask_strategy"]
+        if inflight and strategy == "reject":
             raise Conflict(
                 "Thread is already running a task. Wait for it to finish or choose a "
                 "different multitask strategy."
             )
+        if inflight and strategy in ("interrupt", "rollback"):
+            # In the same transaction as the new run: a crash cannot leave both to run.
+            cancelled = _cancel(conn, inflight, strategy)
         metadata = _json(thread["metadata"])
         if thread["status"] != "busy":
             metadata = {**metadata, **thread_metadata}
         conn.execute(
-            "UPDATE threads SET status = 'busy', metadata = ?, updated_at = ? WHERE thread_id = ?",
-            (_dumps(metadata), now, thread_id),
+            "UPDATE threads SET metadata = ? WHERE thread_id = ?", (_dumps(metadata), thread_id)
         )
     row = conn.execute(
         "INSERT INTO runs (run_id, thread_id, assistant_id, created_at, updated_at,"
@@ -1236,7 +1315,57 @@ def _insert_run(
          run["updated_at"], _dumps(run["metadata"]), _dumps(run["kwargs"]),
          run["multitask_strategy"]),
     ).fetchone()  # fmt: skip
-    return _run(row), inflight
+    _settle_thread(conn, thread_id, now)
+    return _run(row), cancelled
+
+
+def _cancel(conn: sqlite3.Connection, runs: list[Row], action: str) -> list[Cancelled]:
+    """Cancel in-flight runs (rows read in this transaction). A run that never started ends
+    here (interrupted, or deleted on rollback). A run that is running, or that ran before
+    and was handed back, is flagged: its executor ends it at a safe point, with the state
+    its checkpoints left. The caller settles the thread's status."""
+    now = _now()
+    out: list[Cancelled] = []
+    for run in runs:
+        never_ran = run["status"] == "pending" and run["attempt"] == 0
+        if not never_ran:
+            conn.execute(
+                "UPDATE runs SET cancel_action = coalesce(cancel_action, ?) WHERE run_id = ?",
+                (action, run["run_id"]),
+            )
+        elif action == "rollback":
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run["run_id"],))
+        else:
+            conn.execute(
+                "UPDATE runs SET status = 'interrupted', updated_at = ? WHERE run_id = ?",
+                (now, run["run_id"]),
+            )
+        out.append(Cancelled(run, action, ended=never_ran))
+    return out
+
+
+def _settle_thread(conn: sqlite3.Connection, thread_id: str, now: str) -> None:
+    """The one place that writes a thread's status: ``busy`` while a run is pending or
+    running, else its resting status (what its last run, cancel or state update left)."""
+    conn.execute(
+        "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs"
+        " WHERE thread_id = ?1 AND status IN ('pending', 'running')) THEN 'busy'"
+        " ELSE rest_status END, updated_at = ?2 WHERE thread_id = ?1",
+        (thread_id, now),
+    )
+
+
+def _claim_cron(
+    conn: sqlite3.Connection, cron_id: str, due: str, next_run_date: str | None
+) -> bool:
+    return (
+        conn.execute(
+            "UPDATE crons SET next_run_date = ? WHERE cron_id = ? AND enabled = 1"
+            " AND next_run_date = ?",
+            (next_run_date, cron_id, due),
+        ).rowcount
+        > 0
+    )
 
 
 def _strategy(strategy: str) -> str:

@@ -2,6 +2,7 @@
 -- `checkpoints` and `writes` tables in the same file.
 -- Timestamps are ISO-8601 UTC strings, which sort in time order. JSON columns hold JSON text.
 
+-- The version this file describes; older files are brought to it by sqlite-<n>.sql migrations.
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 
 CREATE TABLE IF NOT EXISTS assistants (
@@ -41,7 +42,10 @@ CREATE TABLE IF NOT EXISTS threads (
     config           TEXT NOT NULL DEFAULT '{}',
     "values"         TEXT,
     interrupts       TEXT,
-    error            TEXT
+    error            TEXT,
+    -- What `status` is whenever no run is pending or running: idle, interrupted or error.
+    -- `status` itself is derived from it (busy while a run is in flight) in one place only.
+    rest_status      TEXT NOT NULL DEFAULT 'idle'
 );
 CREATE INDEX IF NOT EXISTS threads_updated ON threads (updated_at);
 CREATE INDEX IF NOT EXISTS threads_status ON threads (status, updated_at);
@@ -57,7 +61,10 @@ CREATE TABLE IF NOT EXISTS runs (
     status             TEXT NOT NULL,
     kwargs             TEXT NOT NULL,
     multitask_strategy TEXT NOT NULL,
-    attempt            INTEGER NOT NULL DEFAULT 0
+    attempt            INTEGER NOT NULL DEFAULT 0,
+    -- A cancel asked of a running run (interrupt or rollback): its executor honours it at a
+    -- safe point; a run handed back to the queue keeps it, so a restart cannot undo it.
+    cancel_action      TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id, created_at);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_at);
