@@ -19,12 +19,15 @@ from agentd.broker.memory import MemoryBroker
 from agentd.graphs import GraphRegistry
 from agentd.runs.control import RunControl
 from agentd.runs.streaming import EventEncoder, langgraph_modes, split_item, visible_events
+from agentd.runs.tasks import RunTasks
 from agentd.storage.base import Row, Storage
 from agentd.webhooks.sender import WebhookSender
 
 T = TypeVar("T")
 log = logging.getLogger("agentd.executor")
 FINISH_ATTEMPTS = 5
+# How long a stopped run's leftover tasks get to finish before its end is recorded anyway.
+UNWIND_GRACE = 10.0
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Executor:
         self.webhooks = webhooks
         self.timeout = timeout
         self.max_attempts = max_attempts
+        self.tasks = RunTasks()
 
     async def execute(self, run: Row, control: RunControl) -> str:
         """Run one claimed attempt of ``run`` and record its end exactly once; returns the
@@ -108,7 +112,7 @@ class Executor:
             return await self._stopped(run, control, None)
 
         progress: dict[str, Any] = {}  # the last root values streamed, also on failure
-        graph = asyncio.create_task(self._run_graph(run, progress), name=f"graph-{run_id}")
+        graph = self.tasks.start(run_id, self._run_graph(run, progress), f"graph-{run_id}")
         asked = asyncio.create_task(control.wait())
         try:
             done, _ = await asyncio.wait(
@@ -120,6 +124,13 @@ class Executor:
             # it started; a graph that already returned is not undone by a late request.
             graph.cancel()
             await asyncio.wait({graph})
+        if graph not in done or graph.cancelled():
+            # Stopped mid-way: what the graph left running (a checkpoint write its exit was
+            # awaiting when the cancel landed) finishes before the state is read.
+            late = await self.tasks.wait(run_id, UNWIND_GRACE)
+            if late:
+                log.warning("run %s: %d task(s) it started still run %.0f s after it was "
+                            "stopped", run_id, late, UNWIND_GRACE)  # fmt: skip
         if graph not in done:
             if control.action is not None:
                 return await self._stopped(run, control, progress)
@@ -213,13 +224,17 @@ class Executor:
     async def _stopped(self, run: Row, control: RunControl, progress: Row | None) -> Outcome | None:
         """The outcome of a run stopped by a request: a cancel ends it, a shutdown hands it
         back (None)."""
-        if control.action == "rollback":
-            return Outcome("rollback")
-        if control.action != "interrupt":
+        action = control.action
+        if action not in ("interrupt", "rollback"):
             return None
-        if run["kwargs"].get("temporary"):
-            return Outcome("interrupted", values=progress.get("values") if progress else None)
-        # The thread rests as its checkpoints left it: paused at a node or idle.
+        if run["kwargs"].get("temporary"):  # no checkpoints: its thread goes with it
+            return Outcome("rollback" if action == "rollback" else "interrupted")
+        status = "interrupted"
+        if action == "rollback":
+            # Undone first, while the run still holds its thread; then the thread rests as
+            # what is left says (the end's transaction undoes anything written since).
+            await self.storage.roll_back_run(run["thread_id"], run["run_id"])
+            status = "rollback"
         try:
             async with self.graphs.bound(
                 _graph_id(run), _graph_config(run), self.storage.checkpointer, self.storage.store
@@ -227,11 +242,12 @@ class Executor:
                 snapshot = await graph.aget_state({"configurable": {"thread_id": run["thread_id"]}})
         except Exception:
             log.exception("run %s: reading its state after the cancel failed", run["run_id"])
-            return Outcome("interrupted")
+            return Outcome(status)
+        # The thread rests as its checkpoints left it: paused at a node, or idle.
         interrupts = _interrupts_by_task(snapshot)
         paused = bool(snapshot.next or interrupts)
         values = snapshot.values if snapshot.created_at else None
-        return Outcome("interrupted", "interrupted" if paused else "idle", values, interrupts)
+        return Outcome(status, "interrupted" if paused else "idle", values, interrupts)
 
     async def _end(self, run: Row, outcome: Outcome, started_at: datetime) -> str:
         """Record the end (once, by the attempt holding the run), then its webhook, then wake

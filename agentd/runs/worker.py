@@ -35,6 +35,7 @@ class Worker:
         return len(self._tasks)
 
     async def start(self) -> None:
+        self.executor.tasks.install(asyncio.get_running_loop())
         requeued = await self.storage.requeue_running()
         if requeued:
             log.warning("requeued %d run(s) left running by a previous process", requeued)

@@ -210,6 +210,12 @@ class Storage(Protocol):
         it, once: False otherwise."""
         ...
 
+    async def roll_back_run(self, thread_id: str, run_id: str) -> None:
+        """Remove what a running run wrote to its thread's checkpoints (the checkpoints it
+        created, the writes it added to those it started from), before its state is read
+        and its end recorded with ``finish_run(rollback=True)``."""
+        ...
+
     async def cancel_runs(
         self, thread_id: str, run_ids: Sequence[str], action: str
     ) -> list[Cancelled]:

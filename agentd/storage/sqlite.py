@@ -951,6 +951,8 @@ class SqliteStorage:
                     break
                 run = _run(row)
                 run["cancel_action"] = row["cancel_action"]
+                if row["start_writes"] is None:
+                    _note_start_writes(conn, run)
                 latest = conn.execute(
                     "SELECT json_extract(CAST(metadata AS TEXT), '$.run_id') FROM checkpoints"
                     " WHERE thread_id = ? AND checkpoint_ns = ''"
@@ -1046,25 +1048,34 @@ class SqliteStorage:
                 _delete_threads(conn, [thread_id])
                 return True
             if rollback:
+                _roll_back(conn, thread_id, run_id)  # again: a write may have landed since
                 conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-                _delete_run_checkpoints(conn, thread_id, run_id)
-                # The thread rests as it was before this run: its values were never replaced.
             else:
                 conn.execute(
                     "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?",
                     (status, now, run_id),
                 )
-                sets = ["rest_status = ?", "error = ?"]
-                args: list[Any] = [thread_status, _dumps(error) if error else None]
-                if values is not None:
-                    sets += ['"values" = ?', "interrupts = ?", "state_updated_at = ?"]
-                    args += [_dumps(values), _dumps(interrupts or {}), now]
-                conn.execute(f"UPDATE threads SET {', '.join(sets)} WHERE thread_id = ?",
-                             [*args, thread_id])  # fmt: skip
+            sets = ["rest_status = ?", "error = ?"]
+            args: list[Any] = [thread_status, _dumps(error) if error else None]
+            if values is not None:
+                sets += ['"values" = ?', "interrupts = ?", "state_updated_at = ?"]
+                args += [_dumps(values), _dumps(interrupts or {}), now]
+            conn.execute(f"UPDATE threads SET {', '.join(sets)} WHERE thread_id = ?",
+                         [*args, thread_id])  # fmt: skip
             _settle_thread(conn, thread_id, now)
             return True
 
         return await self._write(tx)
+
+    async def roll_back_run(self, thread_id: str, run_id: str) -> None:
+        """Remove what a run wrote to its thread's checkpoints: the checkpoints it created
+        and the writes it added to those it started from. The run itself stays (running)
+        until ``finish_run(rollback=True)``, so its thread's state can be read in between."""
+
+        def tx(conn: sqlite3.Connection) -> None:
+            _roll_back(conn, thread_id, run_id)
+
+        await self._write(tx)
 
     async def cancel_runs(
         self, thread_id: str, run_ids: Sequence[str], action: str
@@ -1465,6 +1476,51 @@ def _delete_run_checkpoints(conn: sqlite3.Connection, thread_id: str, run_id: st
             "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_id = ?",
             (thread_id, checkpoint_id),
         )
+
+
+def _note_start_writes(conn: sqlite3.Connection, run: Row) -> None:
+    """Note the pending writes on the checkpoints ``run`` starts from (each namespace's
+    newest, and the one it forks from): a resume or a fork adds its first writes to them."""
+    thread_id = run["thread_id"]
+    heads = conn.execute(
+        "SELECT checkpoint_ns, max(checkpoint_id) FROM checkpoints WHERE thread_id = ?"
+        " GROUP BY checkpoint_ns",
+        (thread_id,),
+    ).fetchall()
+    starts = {(ns, cid) for ns, cid in heads}
+    fork = ((run["kwargs"].get("config") or {}).get("configurable") or {}).get("checkpoint_id")
+    if fork:
+        configurable = run["kwargs"]["config"]["configurable"]
+        starts.add((configurable.get("checkpoint_ns") or "", fork))
+    noted = [
+        [ns, cid, [list(k) for k in conn.execute(
+            "SELECT task_id, idx FROM writes WHERE thread_id = ? AND checkpoint_ns = ?"
+            " AND checkpoint_id = ?", (thread_id, ns, cid))]]
+        for ns, cid in sorted(starts)
+    ]  # fmt: skip
+    conn.execute(
+        "UPDATE runs SET start_writes = ? WHERE run_id = ?", (_dumps(noted), run["run_id"])
+    )
+
+
+def _roll_back(conn: sqlite3.Connection, thread_id: str, run_id: str) -> None:
+    """Delete the checkpoints a run created and the writes it added to the checkpoints it
+    started from (as noted at its first claim)."""
+    _delete_run_checkpoints(conn, thread_id, run_id)
+    row = conn.execute("SELECT start_writes FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    for ns, checkpoint_id, kept in _json(row[0]) if row and row[0] else ():
+        keep = {(task_id, idx) for task_id, idx in kept}
+        for task_id, idx in conn.execute(
+            "SELECT task_id, idx FROM writes WHERE thread_id = ? AND checkpoint_ns = ?"
+            " AND checkpoint_id = ?",
+            (thread_id, ns, checkpoint_id),
+        ).fetchall():
+            if (task_id, idx) not in keep:
+                conn.execute(
+                    "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ?"
+                    " AND checkpoint_id = ? AND task_id = ? AND idx = ?",
+                    (thread_id, ns, checkpoint_id, task_id, idx),
+                )
 
 
 def _metadata_filter(

@@ -1,5 +1,7 @@
--- Version 2: the run lifecycle's durable cancel flag and the thread's resting status.
+-- Version 2: the run lifecycle's durable cancel flag, what a rollback must restore, and the
+-- thread's resting status.
 ALTER TABLE runs ADD COLUMN cancel_action TEXT;
+ALTER TABLE runs ADD COLUMN start_writes TEXT;
 ALTER TABLE threads ADD COLUMN rest_status TEXT NOT NULL DEFAULT 'idle';
 UPDATE threads SET rest_status = CASE
     WHEN status IN ('idle', 'interrupted', 'error') THEN status

@@ -64,7 +64,11 @@ CREATE TABLE IF NOT EXISTS runs (
     attempt            INTEGER NOT NULL DEFAULT 0,
     -- A cancel asked of a running run (interrupt or rollback): its executor honours it at a
     -- safe point; a run handed back to the queue keeps it, so a restart cannot undo it.
-    cancel_action      TEXT
+    cancel_action      TEXT,
+    -- The pending writes already on the checkpoints this run started from (JSON), noted at its
+    -- first claim: a rollback removes the writes the run added there, as well as the
+    -- checkpoints it created, so the thread is as it was before the run.
+    start_writes       TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id, created_at);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_at);
