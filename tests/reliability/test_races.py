@@ -256,6 +256,32 @@ async def test_cancelled_queued_resume_keeps_the_thread_interrupted(
     assert (await client.threads.get(tid))["status"] == "idle"
 
 
+async def test_rolled_back_resume_waits_at_its_interrupt_again(
+    client: LangGraphClient, tmp_path: Path
+) -> None:
+    """A resume rolled back mid-work leaves no trace: not the checkpoint it made, nor the
+    writes it added to the one it resumed (its answer), so the next resume's answer is used."""
+    ledger = Ledger(tmp_path / "ledger")
+    tid = (await client.threads.create())["thread_id"]
+    await client.runs.wait(tid, "slow_ask", input={"ledger": str(ledger.path), "delay": 2})
+    before = await client.threads.get_state(tid)
+    resume = await client.runs.create(tid, "slow_ask", command={"resume": "yes"})
+    deadline = time.monotonic() + 15
+    while not any(line[1] == "work" for line in ledger.lines()):  # working, after the answer
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await client.runs.cancel(tid, resume["run_id"], action="rollback", wait=True)
+    with pytest.raises(NotFoundError):
+        await client.runs.get(tid, resume["run_id"])
+    thread = await client.threads.get(tid)
+    state = await client.threads.get_state(tid)
+    assert thread["status"] == "interrupted" and state["next"] == ["ask"]
+    assert state["checkpoint_id"] == before["checkpoint_id"] and "answer" not in state["values"]
+    result = await client.runs.wait(tid, "slow_ask", command={"resume": "again"},
+                                    config={"recursion_limit": 10})  # fmt: skip
+    assert result["answer"] == "again"
+
+
 async def test_cancelled_resumes_leave_status_and_state_in_agreement(
     race_server: Server, client: LangGraphClient, tmp_path: Path, rng: random.Random
 ) -> None:
