@@ -68,7 +68,9 @@ EXAMPLES_PER_KIND = 5
 # A double-texted run may end `success` instead of `interrupted` if it ended before the next
 # run was created; the next run's created_at is taken before its insert commits, hence a slack.
 DOUBLE_TEXT_SLACK_S = 0.05
-QUEUED_RESUME_DELAY_S = 1  # after_seconds of the resume that is cancelled while queued
+# after_seconds of the runs cancelled while queued: longer than any request takes here, so the
+# cancel surely lands before they start.
+QUEUED_DELAY_S = 2
 
 _stop_requested = False
 
@@ -246,6 +248,7 @@ class Ledger:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     step_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     outcomes: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    cancels: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     created: int = 0
     last_created_at: float = 0.0  # time.monotonic() of the last run created
     scenarios_done: int = 0
@@ -467,13 +470,27 @@ class Ctx:
             quiet=quiet,
         )
         if resp is None:
+            self.ledger.cancels[self.name]["failed"] += 1
             return None
-        if wait and resp.status_code == 200:
+        if resp.status_code == 404:
+            self.ledger.cancels[self.name]["404 (had ended)"] += 1
+        elif wait:
             status = resp.json().get("status")
+            self.ledger.cancels[self.name][f"200 {status}"] += 1
             allowed = ("interrupted", "success") if allow_gone else ("interrupted",)
             if status not in allowed:
                 self.fail(f"cancel (wait): run {status}", f"answered {status}", run.run_id)
+        else:
+            self.ledger.cancels[self.name]["202 accepted"] += 1
         return resp.status_code
+
+    async def wait_until_running(self, run: RunRecord) -> None:
+        """Poll the run until it is no longer pending (bounded by --settle)."""
+        deadline = time.monotonic() + self.soak.opts.settle
+        while time.monotonic() < deadline:
+            if await self.run_status(run) != "pending":
+                return
+            await asyncio.sleep(0.01)
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,13 +575,19 @@ async def sc_doubletext(ctx: Ctx, count: int) -> None:
 
 
 async def sc_cancel(ctx: Ctx, moment: str) -> None:
+    """A run cancelled at a random moment: it ends interrupted, or success if it had ended
+    before the cancel landed (the cancel then answers 404); never pending/running."""
     if await ctx.new_thread() is None:
         return
     if moment == "before_start":
-        # Queued behind a running 0.2 s run on the same thread, so surely not started yet.
+        # A 0.2 s run, then a run queued behind it for later (after_seconds), cancelled while
+        # it is surely still queued: the thread ends idle with the first run's value.
         blocker = await ctx.create_run("blocker", "sleep", expected=("success",))
-        target = await ctx.create_run("queued", "echo", expected=("interrupted",))
+        target = await ctx.create_run(
+            "queued", "echo", expected=("interrupted",), after_seconds=QUEUED_DELAY_S
+        )
         if target is not None:
+            await asyncio.sleep(ctx.rng.uniform(0, 0.3))
             await ctx.cancel(target, allow_gone=False)
         for run in (blocker, target):
             if run is not None:
@@ -573,24 +596,22 @@ async def sc_cancel(ctx: Ctx, moment: str) -> None:
         await ctx.expect_thread("idle", value=value, after="cancel of a queued run")
     elif moment in ("running", "around_end"):
         if moment == "running":
-            graph, delay, expected = "sleep", ctx.rng.uniform(0.02, 0.15), ("interrupted",)
+            graph, delay = "slow", ctx.rng.uniform(0.0, 0.5)
         elif ctx.rng.random() < 0.5:
-            graph, delay, expected = "echo", ctx.rng.uniform(0.0, 0.03), ("interrupted", "success")
+            graph, delay = "echo", ctx.rng.uniform(0.0, 0.03)
         else:
-            graph, delay, expected = (
-                "sleep",
-                ctx.rng.uniform(0.15, 0.35),
-                ("interrupted", "success"),
-            )
-        run = await ctx.create_run("target", graph, expected=expected)
+            graph, delay = "sleep", ctx.rng.uniform(0.15, 0.35)
+        run = await ctx.create_run("target", graph, expected=("interrupted", "success"))
         if run is None:
             return
         joiner = asyncio.create_task(ctx.join(run))  # joined before the cancel lands
         try:
+            if moment == "running":
+                await ctx.wait_until_running(run)
             await asyncio.sleep(delay)
-            code = await ctx.cancel(run, allow_gone=moment == "around_end")
-            if code == 404:  # nothing in flight to cancel: it must have finished
-                run.expected = ("success",)
+            code = await ctx.cancel(run, allow_gone=True)
+            # 404: nothing in flight to cancel, so it had ended, and must have succeeded.
+            run.expected = ("success",) if code == 404 else ("interrupted", "success")
             await joiner
         finally:
             joiner.cancel()
@@ -611,7 +632,7 @@ async def sc_cancel(ctx: Ctx, moment: str) -> None:
             expected=("interrupted",),
             command={"resume": ctx.token("never")},
             step="create resume",
-            after_seconds=QUEUED_RESUME_DELAY_S,
+            after_seconds=QUEUED_DELAY_S,
         )
         if queued is None:
             return
@@ -1114,6 +1135,7 @@ def build_report(
             for step, v in sorted(led.step_ms.items())
             if v
         },
+        "cancels": {name: dict(c) for name, c in sorted(led.cancels.items())},
         "accounting": accounting,
         "hung_joins": {
             "count": len(hung),
@@ -1198,6 +1220,14 @@ def render_markdown(report: JSON) -> str:
             f"| {name} | {row['count']} | {row['ok']} | {row['failed']} | {fmt(row['p50_ms'])} "
             f"| {fmt(row['p90_ms'])} | {fmt(row['max_ms'])} |"
         )
+    if report.get("cancels"):
+        lines += [
+            "",
+            "How the cancels landed (HTTP answer of POST .../cancel, `wait=1` or not):",
+            "",
+        ]
+        for name, outcomes in report["cancels"].items():
+            lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in outcomes.items()))
     acc = report["accounting"]
     lines += [
         "",
