@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import platform
@@ -65,9 +64,8 @@ TERMINAL = ("success", "error", "timeout", "interrupted")
 RSS_INTERVAL_S = 0.5
 PROGRESS_INTERVAL_S = 10.0
 EXAMPLES_PER_KIND = 5
-# A double-texted run may end `success` instead of `interrupted` if it ended before the next
-# run was created; the next run's created_at is taken before its insert commits, hence a slack.
-DOUBLE_TEXT_SLACK_S = 0.05
+# Client and server share the machine's clock; this covers the rounding of timestamps.
+CLOCK_SLACK_S = 0.01
 # after_seconds of the runs cancelled while queued: longer than any request takes here, so the
 # cancel surely lands before they start.
 QUEUED_DELAY_S = 2
@@ -208,6 +206,9 @@ class RunRecord:
     role: str
     expected: tuple[str, ...]  # empty: decided at accounting time (double-texts)
     token: str
+    graph: str
+    sent_at: float = 0.0  # epoch seconds (same clock as the server's): create request sent
+    answered_at: float = 0.0  # ... and its answer received
     final: str | None = None
     created_at: str | None = None
     ended_at: str | None = None
@@ -336,22 +337,24 @@ class Ctx:
         graph: str,
         *,
         expected: tuple[str, ...],
-        value: Any = None,
         command: JSON | None = None,
         step: str = "create run",
-        ok: tuple[int, ...] = (200,),
         **extra: Any,
     ) -> RunRecord | None:
-        token = value if value is not None else self.token(role)
+        """POST /threads/{id}/runs with input ``{"value": <a fresh token>}`` (or ``command``);
+        the run is recorded with the statuses it may end in."""
+        token = self.token(role)
         body: JSON = {"assistant_id": graph, **extra}
         if command is not None:
             body["command"] = command
             token = command.get("resume", token)
         else:
             body["input"] = {"value": token}
-        resp = await self.call(step, "POST", f"/threads/{self.thread_id}/runs", body, ok=ok)
+        sent_at = time.time()
+        resp = await self.call(step, "POST", f"/threads/{self.thread_id}/runs", body)
         if resp is None:
             return None
+        answered_at = time.time()
         run = resp.json()
         record = RunRecord(
             run_id=str(run["run_id"]),
@@ -360,6 +363,9 @@ class Ctx:
             role=role,
             expected=expected,
             token=str(token),
+            graph=graph,
+            sent_at=sent_at,
+            answered_at=answered_at,
         )
         self.ledger.runs.append(record)
         self.ledger.created += 1
@@ -548,10 +554,14 @@ async def sc_doubletext(ctx: Ctx, count: int) -> None:
         offsets.append(at)
         at += ctx.rng.uniform(0, 0.05)
 
+    # With the 2 s graph every run is still in flight when the next one comes; with the 0.2 s
+    # one, under load, an earlier run may end before (or as) the next one is committed.
+    graph = ctx.rng.choice(("sleep", "slow"))
+
     async def text(i: int, offset: float) -> RunRecord | None:
         await asyncio.sleep(offset)
         return await ctx.create_run(
-            f"text{i + 1}/{count}", "sleep", expected=(), multitask_strategy="interrupt"
+            f"text{i + 1}/{count}", graph, expected=(), multitask_strategy="interrupt"
         )
 
     made = await asyncio.gather(*(text(i, off) for i, off in enumerate(offsets)))
@@ -896,7 +906,8 @@ class Soak:
 
     def decide_double_texts(self) -> None:
         """In a double-text group the run created last must succeed and every earlier one end
-        interrupted; an earlier one may have succeeded if it ended before the next was created.
+        interrupted; an earlier one may have succeeded if it ended before a later one was
+        answered (so perhaps before that one was committed).
         Concurrent creates may commit in another order than their ids: if the newest run is
         interrupted and exactly one other run succeeded without that excuse, that one was the
         last committed (counted, not a failure)."""
@@ -907,11 +918,14 @@ class Soak:
         for group in groups.values():
             group.sort(key=lambda r: (r.created_at or "", r.run_id))
             early_ok: set[str] = set()
-            for run, nxt in itertools.pairwise(group):
-                if run.final == "success" and run.ended_at and nxt.created_at:
+            for i, run in enumerate(group[:-1]):
+                # A later run was committed before its answer reached the client: a run that
+                # ended after that answer was in flight when the later run cancelled everything
+                # in flight, and cannot have succeeded. Ended before it, it may have.
+                first_answer = min(r.answered_at for r in group[i + 1 :])
+                if run.final == "success" and run.ended_at:
                     ended = datetime.fromisoformat(run.ended_at).timestamp()
-                    nxt_created = datetime.fromisoformat(nxt.created_at).timestamp()
-                    if ended <= nxt_created + DOUBLE_TEXT_SLACK_S:
+                    if ended <= first_answer + CLOCK_SLACK_S:
                         early_ok.add(run.run_id)
             survivor = group[-1]
             others = [r for r in group[:-1] if r.final == "success" and r.run_id not in early_ok]
@@ -921,13 +935,13 @@ class Soak:
             for run in group:
                 if run is survivor:
                     run.expected = ("success",)
-                    run.role = "last"
+                    run.role = f"last {run.graph}"
                 elif run.run_id in early_ok:
                     run.expected = ("interrupted", "success")
-                    run.role = "earlier"
+                    run.role = f"earlier {run.graph}"
                 else:
                     run.expected = ("interrupted",)
-                    run.role = "earlier"
+                    run.role = f"earlier {run.graph}"
 
     async def find_wedged(self) -> JSON:
         """Threads still busy after the soak whose runs do not move over --settle seconds."""
@@ -1144,14 +1158,31 @@ def build_report(
             "count": len(hung),
             "by_run_status_when_given_up": dict(hung_states),
             "by_scenario": dict(Counter(h["scenario"] for h in hung).most_common()),
-            "examples": hung[:10],
+            "all": hung,
         },
         "wedged_threads": wedged,
         "problems_by_kind": problems_by_kind(led),
+        # every problem: [kind, scenario, thread_id, run_id, detail]
+        "problems": [
+            [p.kind, p.scenario, p.thread_id, p.run_id, p.detail[:300]] for p in led.problems
+        ],
         "server_log": log,
-        # every run: [run_id, thread_id, scenario, role, final status, expected, ok]
+        # every run: [run_id, thread_id, scenario, role, final status, expected, ok, created_at,
+        # ended_at (the run's updated_at), create sent, create answered (epoch s, client clock)]
         "runs": [
-            [r.run_id, r.thread_id, r.scenario, r.role, r.final, "/".join(r.expected), r.ok]
+            [
+                r.run_id,
+                r.thread_id,
+                r.scenario,
+                r.role,
+                r.final,
+                "/".join(r.expected),
+                r.ok,
+                r.created_at,
+                r.ended_at,
+                round(r.sent_at, 3),
+                round(r.answered_at, 3),
+            ]
             for r in led.runs
         ],
     }
@@ -1267,7 +1298,7 @@ def render_markdown(report: JSON) -> str:
         lines += [""] + [
             f"- `{h['run_id']}` ({h['scenario']}, {h['role']}; thread `{h['thread_id']}`): "
             f"{h['run_status_when_given_up']}"
-            for h in hung["examples"][:5]
+            for h in hung["all"][:5]
         ]
     else:
         lines.append("None.")
@@ -1366,12 +1397,15 @@ async def soak_main(soak: Soak, opts: Options, log_path: Path | None) -> JSON:
 def write_report(report: JSON, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{report['meta']['timestamp']}-soak"
-    runs = report.pop("runs")
+    # One line per run and per problem keeps a 10,000-run file readable and diffable.
+    tables = {key: report.pop(key) for key in ("problems", "runs")}
     text = json.dumps(report, indent=2, default=str)
-    # One line per run keeps a 10,000-run file readable and diffable.
-    rows = ",\n".join("    " + json.dumps(r) for r in runs)
-    text = text[: text.rstrip().rfind("}")].rstrip() + ',\n  "runs": [\n' + rows + "\n  ]\n}\n"
-    report["runs"] = runs
+    text = text[: text.rstrip().rfind("}")].rstrip()
+    for key, rows in tables.items():
+        body = ",\n".join("    " + json.dumps(r) for r in rows)
+        text += f',\n  "{key}": [\n{body}\n  ]' if rows else f',\n  "{key}": []'
+    text += "\n}\n"
+    report.update(tables)
     json_path = out_dir / f"{stem}.json"
     json_path.write_text(text)
     (out_dir / f"{stem}.md").write_text(render_markdown(report))
