@@ -1048,7 +1048,6 @@ def rss_summary(soak: Soak, total_runs: int) -> JSON:
         "max_mib": round(max(mib), 1),
         "second_half_slope_mib_per_1000_runs": slope_per_1000(second_half),
         "second_half_samples": len(second_half),
-        "series": [list(s) for s in soak.rss],  # [seconds, runs created, VmRSS KiB]
     }
 
 
@@ -1119,6 +1118,7 @@ def build_report(
     failed_scenarios = sum(c["failed"] for c in led.outcomes.values())
     problem_count = len(led.problems) + accounting.get("unexpected", 0) + (wedged.get("count") or 0)
     wall = drive["wall_s"] or 1e-9
+    troubled = {p.thread_id for p in led.problems} | {r.thread_id for r in led.runs if not r.ok}
     return {
         "meta": meta,
         "summary": {
@@ -1142,6 +1142,8 @@ def build_report(
             "problems_recorded": len(led.problems),
         },
         "rss": rss_summary(soak, led.created),
+        # every RSS sample: [seconds since start, runs created, VmRSS KiB]
+        "rss_series": [list(sample) for sample in soak.rss],
         "scenarios": latency_table(led),
         "steps_ms": {
             step: {
@@ -1167,25 +1169,19 @@ def build_report(
             [p.kind, p.scenario, p.thread_id, p.run_id, p.detail[:300]] for p in led.problems
         ],
         "server_log": log,
-        # every run: [run_id, thread_id, scenario, role, final status, expected, ok, created_at,
-        # ended_at (the run's updated_at), create sent, create answered (epoch s, client clock)]
-        "runs": [
-            [
-                r.run_id,
-                r.thread_id,
-                r.scenario,
-                r.role,
-                r.final,
-                "/".join(r.expected),
-                r.ok,
-                r.created_at,
-                r.ended_at,
-                round(r.sent_at, 3),
-                round(r.answered_at, 3),
-            ]
-            for r in led.runs
-        ],
+        # every run: [run_id, thread_id, scenario, role, final status, expected, ok], plus, on
+        # threads where anything went wrong, [created_at, ended_at (its updated_at), create
+        # sent, create answered (epoch s, client clock)] for a post-mortem
+        "runs": [run_row(r, r.thread_id in troubled) for r in led.runs],
     }
+
+
+def run_row(r: RunRecord, timings: bool) -> list[Any]:
+    row: list[Any] = [r.run_id, r.thread_id, r.scenario, r.role, r.final, "/".join(r.expected)]
+    row.append(r.ok)
+    if timings:
+        row += [r.created_at, r.ended_at, round(r.sent_at, 3), round(r.answered_at, 3)]
+    return row
 
 
 def fmt(value: Any) -> str:
@@ -1398,7 +1394,7 @@ def write_report(report: JSON, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{report['meta']['timestamp']}-soak"
     # One line per run and per problem keeps a 10,000-run file readable and diffable.
-    tables = {key: report.pop(key) for key in ("problems", "runs")}
+    tables = {key: report.pop(key) for key in ("rss_series", "problems", "runs")}
     text = json.dumps(report, indent=2, default=str)
     text = text[: text.rstrip().rfind("}")].rstrip()
     for key, rows in tables.items():
