@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench soak clean
 
 $(BIN)/agentd: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("agentd needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -31,6 +31,9 @@ lint: $(BIN)/agentd
 bench: $(BIN)/agentd
 	bash bench/setup-reference.sh
 	$(BIN)/python bench/run.py
+
+soak: $(BIN)/agentd
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules
