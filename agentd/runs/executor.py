@@ -123,7 +123,12 @@ class Executor:
             # The graph is cancelled only here, by the one task that owns it, and only after
             # it started; a graph that already returned is not undone by a late request.
             graph.cancel()
-            await asyncio.wait({graph})
+            while not (await asyncio.wait({graph}, timeout=UNWIND_GRACE))[0]:
+                # Its thread stays busy meanwhile: better than a next run beside it.
+                log.warning(
+                    "run %s: its graph still runs %.0f s after it was cancelled (does a node "
+                    "catch CancelledError?)", run_id, UNWIND_GRACE,
+                )  # fmt: skip
         if graph not in done or graph.cancelled():
             # Stopped mid-way: what the graph left running (a checkpoint write its exit was
             # awaiting when the cancel landed) finishes before the state is read.
