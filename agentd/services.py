@@ -65,7 +65,7 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
     try:
         await storage.sync_default_assistants(graphs.default_assistants())
         broker = MemoryBroker(resumable_ttl=settings.resumable_ttl)
-        webhooks = WebhookSender(settings.webhooks)
+        webhooks = WebhookSender(settings.webhooks, storage)
         executor = Executor(
             storage,
             broker,
@@ -96,6 +96,7 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             thread_ttl.sweep_limit if thread_ttl else 1000,
         )
         await worker.start()
+        await webhooks.start()
         await scheduler.start()
         await sweeper.start()
         assert storage.store is not None
@@ -107,6 +108,7 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             await sweeper.stop()
             await scheduler.stop()
             await worker.stop()
-            await webhooks.stop()  # deliveries under way get a short grace, then are abandoned
+            # Deliveries under way get a short grace; the rest stay in the outbox.
+            await webhooks.stop()
     finally:
         await storage.close()

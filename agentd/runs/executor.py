@@ -123,6 +123,11 @@ class Executor:
                 error = serde.error_payload(exc)
                 await self.broker.publish(run_id, "error", serde.dumps(error))
         encoded = serde.dumps(values) if values is not None else None
+        # The webhook goes into the outbox in the transaction that records the end; it is
+        # sent in the background after the commit and never holds this slot.
+        webhook = self.webhooks.delivery(
+            run, status, values=encoded, error=error, started_at=started_at
+        )
         await self._finish(
             run_id,
             thread_id,
@@ -133,9 +138,10 @@ class Executor:
             error=error,
             delete=temporary,
             rollback=status == "rollback",
+            webhook=webhook,
         )
-        # Recorded first; the delivery runs in the background and never holds this slot.
-        self.webhooks.run_ended(run, status, values=encoded, error=error, started_at=started_at)
+        if webhook is not None:
+            self.webhooks.wake()
         await self.broker.end(run_id, status, thread_id)
         return status
 

@@ -201,15 +201,18 @@ class RunService:
 
     async def cancel(self, thread_id: str, run_ids: list[str], action: str) -> list[Row]:
         """Cancel in-flight runs: pending ones end now, running ones when their worker stops."""
-        runs = await self.storage.cancel_runs(thread_id, run_ids, action)
+        # A pending run ends here, never having started: its webhook still fires, recorded
+        # in the outbox by the same transaction.
+        runs = await self.storage.cancel_runs(
+            thread_id, run_ids, action, webhook=self.webhooks.delivery
+        )
         for run in runs:
             if run["status"] == "running":
                 await self.broker.cancel(run["run_id"], action)
             else:
                 await self.broker.end(run["run_id"], "interrupted", thread_id)
-                # A pending run ends here, never having started: its webhook still fires.
-                self.webhooks.run_ended(run, "rollback" if action == "rollback" else "interrupted")
         if runs:
+            self.webhooks.wake()
             await self.broker.wake()
         return runs
 

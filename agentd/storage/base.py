@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """A webhook POST recorded in the outbox with its run's end, sent after the commit."""
+
+    delivery_id: str  # stable across attempts: receivers drop a duplicate by it
+    run_id: str
+    url: str
+    payload: bytes  # the JSON body; the sender adds webhook_sent_at to each attempt's copy
+
+
+# The webhook of a run ending as ``status``, or None; pure, run inside the storage transaction.
+WebhookFor = Callable[[Row, str], WebhookDelivery | None]
 
 
 class Storage(Protocol):
@@ -176,18 +191,28 @@ class Storage(Protocol):
         error: Row | None,
         delete: bool = False,
         rollback: bool = False,
+        webhook: WebhookDelivery | None = None,
     ) -> None:
         """End a run and write its outcome to the thread; ``delete`` drops a temporary
-        thread and its runs instead, ``rollback`` drops the run and its checkpoints."""
+        thread and its runs instead, ``rollback`` drops the run and its checkpoints.
+        ``webhook`` goes into the outbox in the same transaction."""
         ...
 
     async def requeue_run(self, run_id: str) -> None:
         """Hand a running run back to the queue at shutdown, without counting the attempt."""
         ...
 
-    async def cancel_runs(self, thread_id: str, run_ids: Sequence[str], action: str) -> list[Row]:
+    async def cancel_runs(
+        self,
+        thread_id: str,
+        run_ids: Sequence[str],
+        action: str,
+        *,
+        webhook: WebhookFor | None = None,
+    ) -> list[Row]:
         """Mark pending/running runs interrupted (or delete them on rollback); returns the
-        runs that were in flight before."""
+        runs that were in flight before. A pending run ends here: ``webhook(run, status)``
+        gives its delivery, recorded in the outbox in the same transaction."""
         ...
 
     # Crons
@@ -227,4 +252,28 @@ class Storage(Protocol):
 
     async def next_cron_at(self) -> float | None:
         """Epoch seconds of the earliest next firing of an enabled cron."""
+        ...
+
+    # The webhook outbox (rows: delivery_id, run_id, url, payload, attempt)
+    async def claim_webhooks(self, limit: int, lease: float) -> list[Row]:
+        """Lease up to ``limit`` due deliveries for ``lease`` seconds, oldest due first,
+        counting an attempt for each; a delivery leased by another sender is not due."""
+        ...
+
+    async def next_webhook_at(self) -> float | None:
+        """Epoch seconds at which the earliest delivery is due (or its lease runs out)."""
+        ...
+
+    async def retry_webhook(self, delivery_id: str, delay: float, *, counted: bool = True) -> None:
+        """Release a leased delivery, due again in ``delay`` seconds; ``counted=False`` hands
+        its attempt back (cut short by a shutdown, not by the receiver)."""
+        ...
+
+    async def delete_webhook(self, delivery_id: str) -> None:
+        """Drop a delivery: delivered, or given up."""
+        ...
+
+    async def requeue_webhooks(self) -> int:
+        """At start-up: deliveries leased by a dead process are due now (embedded mode only,
+        where one process owns the database; a shared one lets their leases run out)."""
         ...

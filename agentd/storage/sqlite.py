@@ -27,7 +27,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 from agentd.schemas import Conflict, NotFound, Unprocessable
-from agentd.storage.base import Row
+from agentd.storage.base import Row, WebhookDelivery, WebhookFor
 from agentd.storage.checkpointer import SqliteCheckpointer
 
 T = TypeVar("T")
@@ -983,9 +983,11 @@ class SqliteStorage:
         error: Row | None,
         delete: bool = False,
         rollback: bool = False,
+        webhook: WebhookDelivery | None = None,
     ) -> None:
         def tx(conn: sqlite3.Connection) -> None:
             now = _now()
+            _record_webhook(conn, webhook)
             gone = (
                 conn.execute("SELECT 1 FROM threads WHERE thread_id = ?", (thread_id,)).fetchone()
                 is None
@@ -1018,7 +1020,14 @@ class SqliteStorage:
 
         await self._write(tx)
 
-    async def cancel_runs(self, thread_id: str, run_ids: Sequence[str], action: str) -> list[Row]:
+    async def cancel_runs(
+        self,
+        thread_id: str,
+        run_ids: Sequence[str],
+        action: str,
+        *,
+        webhook: WebhookFor | None = None,
+    ) -> list[Row]:
         def tx(conn: sqlite3.Connection) -> list[Row]:
             marks = ",".join("?" * len(run_ids))
             rows = [
@@ -1034,6 +1043,7 @@ class SqliteStorage:
             pending = [r["run_id"] for r in rows if r["status"] == "pending"]
             if pending:
                 marks = ",".join("?" * len(pending))
+                _record_webhooks(conn, webhook, rows, action)
                 if action == "rollback":
                     conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", pending)
                 else:
@@ -1185,6 +1195,65 @@ class SqliteStorage:
             return datetime.fromisoformat(row[0]).timestamp() if row[0] else None
 
         return await self._read(q)
+
+    # ---------------------------------------------------------------- webhook outbox
+
+    async def claim_webhooks(self, limit: int, lease: float) -> list[Row]:
+        """Lease up to ``limit`` due deliveries for ``lease`` seconds, counting an attempt each.
+
+        The lease is the due time moved forward: a delivery being sent is not due, and one
+        whose sender died is due again when the lease runs out. One UPDATE picks and leases
+        (on Postgres the same subquery takes FOR UPDATE SKIP LOCKED)."""
+
+        def tx(conn: sqlite3.Connection) -> list[Row]:
+            now = datetime.now(UTC)
+            until = _at(now, lease)
+            rows = conn.execute(
+                "UPDATE webhook_outbox SET attempt = attempt + 1, next_attempt_at = ?,"
+                " locked_until = ? WHERE delivery_id IN (SELECT delivery_id FROM webhook_outbox"
+                "   WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?)"
+                " RETURNING delivery_id, run_id, url, payload, attempt",
+                (until, until, _at(now), limit),
+            ).fetchall()
+            return [dict(r) for r in rows]
+
+        return await self._write(tx)
+
+    async def next_webhook_at(self) -> float | None:
+        def q(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute("SELECT min(next_attempt_at) FROM webhook_outbox").fetchone()
+            return datetime.fromisoformat(row[0]).timestamp() if row[0] else None
+
+        return await self._read(q)
+
+    async def retry_webhook(self, delivery_id: str, delay: float, *, counted: bool = True) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE webhook_outbox SET next_attempt_at = ?, locked_until = NULL,"
+                " attempt = attempt - ? WHERE delivery_id = ?",
+                (_at(datetime.now(UTC), delay), 0 if counted else 1, delivery_id),
+            )
+
+        await self._write(tx)
+
+    async def delete_webhook(self, delivery_id: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM webhook_outbox WHERE delivery_id = ?", (delivery_id,))
+
+        await self._write(tx)
+
+    async def requeue_webhooks(self) -> int:
+        """Deliveries leased by a dead process are due now: one process owns this file, so at
+        start-up every lease is an orphan (the attempt it counted stays counted)."""
+
+        def tx(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE webhook_outbox SET next_attempt_at = ?, locked_until = NULL"
+                " WHERE locked_until IS NOT NULL",
+                (_at(datetime.now(UTC)),),
+            ).rowcount
+
+        return await self._write(tx)
 
 
 def _insert_run(
@@ -1491,3 +1560,37 @@ def _cron(row: sqlite3.Row) -> Row:
         "metadata": _json(row["metadata"]),
         "enabled": bool(row["enabled"]),
     }
+
+
+# ---------------------------------------------------------------- webhook outbox
+
+
+def _at(now: datetime, seconds: float = 0.0) -> str:
+    # Always with microseconds, so that the column's strings sort in time order.
+    return (now + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def _record_webhook(conn: sqlite3.Connection, delivery: WebhookDelivery | None) -> None:
+    """Put a delivery in the outbox, due now, in the caller's transaction. A run end recorded
+    twice (a retried write whose first COMMIT did land) keeps one row."""
+    if delivery is None:
+        return
+    now = _at(datetime.now(UTC))
+    conn.execute(
+        "INSERT INTO webhook_outbox (delivery_id, run_id, url, payload, next_attempt_at,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (delivery.delivery_id, delivery.run_id, delivery.url, delivery.payload, now, now),
+    )
+
+
+def _record_webhooks(
+    conn: sqlite3.Connection, webhook: WebhookFor | None, runs: Sequence[Row], action: str
+) -> None:
+    """The deliveries of the pending ``runs`` a cancel ends now, as ``webhook`` builds them
+    (running ones end, and record theirs, when their executor finishes them)."""
+    if webhook is None:
+        return
+    status = "rollback" if action == "rollback" else "interrupted"
+    for run in runs:
+        if run["status"] == "pending":
+            _record_webhook(conn, webhook(run, status))
