@@ -95,8 +95,8 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             thread_ttl.sweep_interval_minutes if thread_ttl else 5,
             thread_ttl.sweep_limit if thread_ttl else 1000,
         )
+        await webhooks.start()  # before the worker: the sender is ready for the first end
         await worker.start()
-        await webhooks.start()
         await scheduler.start()
         await sweeper.start()
         assert storage.store is not None
