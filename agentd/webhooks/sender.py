@@ -64,6 +64,7 @@ class WebhookSender:
         self.lease = DNS_TIMEOUT + settings.timeout + LEASE_MARGIN
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         # No connection reuse: a pooled TLS connection to one host name must not carry a
         # request for another name that resolved to the same address. No proxies from the
@@ -130,8 +131,11 @@ class WebhookSender:
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop claiming; give deliveries under way ``grace`` seconds, then hand the rest back
         to the outbox (uncounted), to be retried at the next start."""
+        # Not a cancel: a claim cancelled in flight may still commit, leasing deliveries that
+        # no task would send. The loop stops between claims instead.
+        self._stopping = True
+        self._wake.set()
         if self._loop_task is not None:
-            self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
         if self._tasks:
             _, unfinished = await asyncio.wait(set(self._tasks.values()), timeout=grace)
@@ -152,16 +156,16 @@ class WebhookSender:
 
     async def _loop(self) -> None:
         due_at: float | None = None
-        while True:
+        while not self._stopping:
             timeout = None if due_at is None else max(0.0, due_at - time.time())
             try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
-                # that arrives with a wake-up, and stop() would wait forever.
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 due_at = await self._claim_while_free()
             except Exception:
@@ -171,7 +175,7 @@ class WebhookSender:
     async def _claim_while_free(self) -> float | None:
         """Start every due delivery a slot is free for. Returns when to look again (epoch
         seconds), or None to wait for a wake-up (a delivery ending frees a slot)."""
-        while (free := self.concurrency - len(self._tasks)) > 0:
+        while (free := self.concurrency - len(self._tasks)) > 0 and not self._stopping:
             rows = await self.storage.claim_webhooks(free, self.lease)
             for row in rows:
                 self._start(row)
