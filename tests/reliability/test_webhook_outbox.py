@@ -108,8 +108,8 @@ async def test_deliveries_survive_kill_9_and_are_sent_once_more(
         assert first.body["values"]["value"] == 7
         assert first_cancelled.body["run_id"] == pending["run_id"]
         assert first_cancelled.body["status"] == "interrupted"
+        # Delivered and deleted: no other attempt can come.
         await until(lambda: not outbox(restarted), 5, "the outbox to empty")
-        await asyncio.sleep(BACKOFF * 2 + 0.5)  # a retry would have come by now
         assert len(receiver.hooks(ended)) == 2 and len(receiver.hooks(cancelled)) == 2
     finally:
         restarted.stop()
@@ -164,7 +164,8 @@ async def test_a_dripping_receiver_is_cut_off(tmp_path: Path, receiver: Receiver
         await until(all_closed(receiver, head, ATTEMPTS), limit, "every dripped head to be cut")
         for hook in receiver.hooks(head) + receiver.hooks(body):
             assert hook.closed_at is not None
-            assert bound - 0.5 < hook.closed_at - hook.at < bound + 1.0, hook.closed_at - hook.at
+            # Cut at the bound, not before; the slack is for a loaded machine.
+            assert bound - 0.5 < hook.closed_at - hook.at < bound + 1.5, hook.closed_at - hook.at
         # Given up and delivered: both gone from the outbox, so no other attempt can come.
         await until(lambda: not outbox(server), 5, "the outbox to empty")
         assert len(receiver.hooks(head)) == ATTEMPTS and len(receiver.hooks(body)) == 1
@@ -190,7 +191,7 @@ async def test_deliveries_run_a_bounded_number_at_a_time(tmp_path: Path) -> None
                 for i in range(count)
             ))  # fmt: skip
             assert [r["value"] for r in runs] == list(range(count))
-            assert time.monotonic() - started < 10  # no run waited for a delivery
+            assert time.monotonic() - started < 20  # no run waited for a 30 s delivery
             await until(lambda: blackhole.accepted >= CONCURRENCY, 10, "deliveries to start")
             await asyncio.sleep(1.0)
             assert blackhole.accepted == CONCURRENCY
