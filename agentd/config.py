@@ -51,6 +51,7 @@ class WebhookSettings:
     url: WebhookUrlPolicy = field(default_factory=WebhookUrlPolicy)
     headers: tuple[tuple[str, str], ...] = ()  # env templates already resolved
     allowed_fields: tuple[str, ...] | None = None  # payload keys to keep; None keeps all
+    timeout: float = 30.0  # seconds one delivery attempt may take in all (connect to last byte)
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ def _parse_webhooks(webhooks: Any, http: Any, path: Path) -> WebhookSettings:
         url=_parse_url_policy(webhooks.get("url"), path),
         headers=_parse_webhook_headers(webhooks.get("headers"), prefix, path),
         allowed_fields=tuple(fields) if fields is not None else None,
+        timeout=_env_number("AGENTD_WEBHOOK_TIMEOUT_SECS", float, WebhookSettings.timeout),
     )
 
 

@@ -65,7 +65,7 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
     try:
         await storage.sync_default_assistants(graphs.default_assistants())
         broker = MemoryBroker(resumable_ttl=settings.resumable_ttl)
-        webhooks = WebhookSender(settings.webhooks)
+        webhooks = WebhookSender(settings.webhooks, storage)
         executor = Executor(
             storage,
             broker,
@@ -95,6 +95,7 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             thread_ttl.sweep_interval_minutes if thread_ttl else 5,
             thread_ttl.sweep_limit if thread_ttl else 1000,
         )
+        await webhooks.start()  # before the worker: the sender is ready for the first end
         await worker.start()
         await scheduler.start()
         await sweeper.start()
@@ -107,6 +108,7 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             await sweeper.stop()
             await scheduler.stop()
             await worker.stop()
-            await webhooks.stop()  # deliveries under way get a short grace, then are abandoned
+            # Deliveries under way get a short grace; the rest stay in the outbox.
+            await webhooks.stop()
     finally:
         await storage.close()

@@ -2,12 +2,18 @@
 
 ``Receiver`` is an HTTP server (in a thread) that records every request, answering by path:
 ``/status/<code>...`` answers each ``code`` in turn (``/status/500,429/x`` -> 500, then 429,
-then 200), ``/redirect/...`` answers 302. ``Blackhole`` accepts connections and never answers,
-like a receiver that hangs."""
+then 200), ``/redirect/...`` answers 302, ``/hang/<n>/...`` leaves the first ``n`` requests
+unanswered until the client goes away, ``/big/<code>/<MiB>/...`` answers ``code`` with a body
+of that size, ``/drip/head/...`` sends its answer a byte a second from the status line on,
+``/drip/body/<code>/...`` sends the status and headers at once, then the body a byte a second.
+Each request's ``Hook`` records when the client closed the connection on an unfinished answer
+(``closed_at``) and the body bytes sent (``sent``). ``Blackhole`` accepts connections and never
+answers, like a receiver that hangs."""
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -24,6 +30,12 @@ class Hook:
     headers: dict[str, str]  # lower-case names
     body: Any
     at: float  # time.time() of arrival
+    closed_at: float | None = None  # the client went away before the answer was complete
+    sent: int = 0  # body bytes of the answer written
+
+
+DRIP_INTERVAL = 1.0  # seconds between the bytes of a dripped answer
+_MIB = b"x" * (1 << 20)
 
 
 class Receiver:
@@ -45,9 +57,19 @@ class Receiver:
                     n = receiver._answered[path]
                     receiver._answered[path] += 1
                     receiver._cond.notify_all()
+                parts = path.split("/")
+                try:
+                    if parts[1] == "hang" and n < int(parts[2]):
+                        return self.hang(hook)
+                    if parts[1] == "big":
+                        return self.big(hook, int(parts[2]), int(parts[3]))
+                    if parts[1] == "drip":
+                        return self.drip(hook, parts)
+                except OSError:  # the client went away
+                    return receiver._closed(hook)
                 status = 200
                 if path.startswith("/status/"):
-                    codes = path.split("/")[2].split(",")
+                    codes = parts[2].split(",")
                     status = int(codes[n]) if n < len(codes) else 200
                 elif path.startswith("/redirect/"):
                     status = 302
@@ -56,6 +78,44 @@ class Receiver:
                     self.send_header("Location", f"/target{path}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def hang(self, hook: Hook) -> None:
+                self.close_connection = True
+                self.connection.settimeout(120)  # a test's bound; the client goes first
+                while self.connection.recv(1024):
+                    pass
+                receiver._closed(hook)
+
+            def big(self, hook: Hook, status: int, mib: int) -> None:
+                self.close_connection = True
+                self.send_response(status)
+                self.send_header("Content-Length", str(mib << 20))
+                self.end_headers()
+                for _ in range(mib):
+                    self.wfile.write(_MIB)
+                    hook.sent += len(_MIB)
+
+            def drip(self, hook: Hook, parts: list[str]) -> None:
+                self.close_connection = True
+                body = b"{}" * 500
+                if parts[2] == "head":
+                    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+                else:
+                    self.send_response(int(parts[3]))
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.flush()
+                    head = b""
+                for i in range(len(head) + len(body)):
+                    # Between two bytes, notice at once a client that closed the connection.
+                    readable, _, _ = select.select([self.connection], [], [], DRIP_INTERVAL)
+                    if readable and not self.connection.recv(1024):
+                        return receiver._closed(hook)
+                    if i < len(head):
+                        self.connection.sendall(head[i : i + 1])
+                    else:
+                        self.connection.sendall(body[i - len(head) : i - len(head) + 1])
+                        hook.sent += 1
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -75,6 +135,11 @@ class Receiver:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def _closed(self, hook: Hook) -> None:
+        with self._cond:
+            hook.closed_at = time.time()
+            self._cond.notify_all()
 
     def hooks(self, path: str) -> list[Hook]:
         with self._cond:

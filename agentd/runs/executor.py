@@ -265,8 +265,13 @@ class Executor:
             unstorable = ValueError(f"the run's values cannot be stored as JSON: {exc}")
             outcome = await self._failed(run_id, unstorable, None)
             encoded = interrupts = None
+        # The webhook goes into the outbox in the transaction that records the end; it is
+        # sent in the background after the commit and never holds this slot.
+        webhook = self.webhooks.delivery(
+            run, outcome.status, values=encoded, error=outcome.error, started_at=started_at
+        )
         try:
-            recorded = await self._finish(
+            await self._finish(
                 run,
                 outcome.status,
                 thread_status=outcome.thread_status,
@@ -275,12 +280,10 @@ class Executor:
                 error=outcome.error,
                 delete=bool(run["kwargs"].get("temporary")),
                 rollback=outcome.status == "rollback",
+                webhook=webhook,
             )
-            if recorded:
-                # Recorded first; the delivery runs in the background, never holding a slot.
-                self.webhooks.run_ended(
-                    run, outcome.status, values=encoded, error=outcome.error, started_at=started_at
-                )
+            if webhook is not None:
+                self.webhooks.wake()
         finally:
             await self.broker.end(run_id, outcome.status, thread_id)
         return outcome.status

@@ -82,7 +82,9 @@ class RunService:
         cron_tick: tuple[str, str, str | None] | None,
     ) -> Row | None:
         new = await self._prepare(thread_id, body, run_id, check_webhook=check_webhook)
-        created = await self.storage.create_run(new.run, **new.options, cron_tick=cron_tick)
+        created = await self.storage.create_run(
+            new.run, **new.options, cron_tick=cron_tick, webhook=self.webhooks.delivery
+        )
         if created is None:
             return None
         run, cancelled = created
@@ -219,26 +221,28 @@ class RunService:
             )
 
     async def cancel(self, thread_id: str, run_ids: list[str], action: str) -> list[Cancelled]:
-        """Cancel in-flight runs: the cancel is recorded (and pending runs ended) in one
-        transaction; running ones are then told, and end when their executor has unwound."""
-        cancelled = await self.storage.cancel_runs(thread_id, run_ids, action)
+        """Cancel in-flight runs: the cancel is recorded (and pending runs ended, their
+        webhooks in the outbox) in one transaction; running ones are then told, and end when
+        their executor has unwound."""
+        cancelled = await self.storage.cancel_runs(
+            thread_id, run_ids, action, webhook=self.webhooks.delivery
+        )
         await self._after_cancel(thread_id, cancelled)
         return cancelled
 
     async def _after_cancel(self, thread_id: str, cancelled: list[Cancelled]) -> None:
         """What follows a committed cancel: runs that ended in it wake their subscribers and
-        get their webhook; the others' executors are told (they also read the recorded
+        their webhooks are sent; the others' executors are told (they also read the recorded
         cancel when they start, so a lost signal only delays the end)."""
         for item in cancelled:
             run_id = item.run["run_id"]
             if item.ended:
                 status = "rollback" if item.action == "rollback" else "interrupted"
                 await self.broker.end(run_id, status, thread_id)
-                # A pending run ends here, never having started: its webhook still fires.
-                self.webhooks.run_ended(item.run, status)
             else:
                 await self.broker.cancel(run_id, item.action)
         if cancelled:
+            self.webhooks.wake()
             await self.broker.wake()
 
     async def cancel_many(

@@ -25,6 +25,20 @@ class Cancelled:
     ended: bool
 
 
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """A webhook POST recorded in the outbox with its run's end, sent after the commit."""
+
+    delivery_id: str  # stable across attempts: receivers drop a duplicate by it
+    run_id: str
+    url: str
+    payload: bytes  # the JSON body; the sender adds webhook_sent_at to each attempt's copy
+
+
+# The webhook of a run ending as ``status``, or None; pure, run inside the storage transaction.
+WebhookFor = Callable[[Row, str], WebhookDelivery | None]
+
+
 class Storage(Protocol):
     # LangGraph's own checkpointer and store on this backend, set by open().
     checkpointer: BaseCheckpointSaver[Any] | None
@@ -143,6 +157,7 @@ class Storage(Protocol):
         thread_metadata: Row,
         if_not_exists: str,
         cron_tick: tuple[str, str, str | None] | None = None,
+        webhook: WebhookFor | None = None,
     ) -> tuple[Row, list[Cancelled]] | None:
         """Insert a pending run (creating its thread if asked) and apply its multitask
         strategy (``run["multitask_strategy"]``) in one transaction; returns the run and the
@@ -203,11 +218,13 @@ class Storage(Protocol):
         error: Row | None,
         delete: bool = False,
         rollback: bool = False,
+        webhook: WebhookDelivery | None = None,
     ) -> bool:
         """End attempt ``attempt`` of a running run and write its outcome to the thread
         (``thread_status`` is its resting status); ``delete`` drops a temporary thread,
-        ``rollback`` drops the run and its checkpoints. Only the attempt holding the run ends
-        it, once: False otherwise."""
+        ``rollback`` drops the run and its checkpoints; ``webhook`` goes into the outbox in
+        the same transaction. Only the attempt holding the run ends it, once: False otherwise
+        (a run whose thread was deleted meanwhile still gets its webhook)."""
         ...
 
     async def roll_back_run(self, thread_id: str, run_id: str) -> None:
@@ -217,10 +234,16 @@ class Storage(Protocol):
         ...
 
     async def cancel_runs(
-        self, thread_id: str, run_ids: Sequence[str], action: str
+        self,
+        thread_id: str,
+        run_ids: Sequence[str],
+        action: str,
+        *,
+        webhook: WebhookFor | None = None,
     ) -> list[Cancelled]:
         """Cancel the thread's pending/running runs among ``run_ids`` with ``action``
-        (interrupt or rollback), in one transaction."""
+        (interrupt or rollback), in one transaction; a run that ends here gets its
+        ``webhook(run, status)`` delivery in the outbox in the same transaction."""
         ...
 
     # Crons
@@ -260,4 +283,28 @@ class Storage(Protocol):
 
     async def next_cron_at(self) -> float | None:
         """Epoch seconds of the earliest next firing of an enabled cron."""
+        ...
+
+    # The webhook outbox (rows: delivery_id, run_id, url, payload, attempt)
+    async def claim_webhooks(self, limit: int, lease: float) -> list[Row]:
+        """Lease up to ``limit`` due deliveries for ``lease`` seconds, oldest due first,
+        counting an attempt for each; a delivery leased by another sender is not due."""
+        ...
+
+    async def next_webhook_at(self) -> float | None:
+        """Epoch seconds at which the earliest delivery is due (or its lease runs out)."""
+        ...
+
+    async def retry_webhook(self, delivery_id: str, delay: float, *, counted: bool = True) -> None:
+        """Release a leased delivery, due again in ``delay`` seconds; ``counted=False`` hands
+        its attempt back (cut short by a shutdown, not by the receiver)."""
+        ...
+
+    async def delete_webhook(self, delivery_id: str) -> None:
+        """Drop a delivery: delivered, or given up."""
+        ...
+
+    async def requeue_webhooks(self) -> int:
+        """At start-up: deliveries leased by a dead process are due now (embedded mode only,
+        where one process owns the database; a shared one lets their leases run out)."""
         ...

@@ -27,7 +27,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 from agentd.schemas import ApiError, Conflict, NotFound, Unprocessable
-from agentd.storage.base import Cancelled, Row
+from agentd.storage.base import Cancelled, Row, WebhookDelivery, WebhookFor
 from agentd.storage.checkpointer import SqliteCheckpointer
 
 T = TypeVar("T")
@@ -821,9 +821,11 @@ class SqliteStorage:
         thread_metadata: Row,
         if_not_exists: str,
         cron_tick: tuple[str, str, str | None] | None = None,
+        webhook: WebhookFor | None = None,
     ) -> tuple[Row, list[Cancelled]] | None:
         """Insert a pending run (creating its thread if asked) and apply its multitask
-        strategy, in one transaction: returns the run and the runs it cancelled.
+        strategy, in one transaction: returns the run and the runs it cancelled (those that
+        end here get their ``webhook`` delivery in the same transaction).
 
         With ``cron_tick`` (cron_id, due, next_run_date) the same transaction first claims
         that cron's tick: None when another scheduler has it. A run that cannot be created
@@ -832,12 +834,12 @@ class SqliteStorage:
 
         def tx(conn: sqlite3.Connection) -> tuple[Row, list[Cancelled]] | ApiError | None:
             if cron_tick is None:
-                return _insert_run(conn, run, thread_metadata, if_not_exists)
+                return _insert_run(conn, run, thread_metadata, if_not_exists, webhook)
             if not _claim_cron(conn, *cron_tick):
                 return None
             conn.execute("SAVEPOINT run")
             try:
-                created = _insert_run(conn, run, thread_metadata, if_not_exists)
+                created = _insert_run(conn, run, thread_metadata, if_not_exists, webhook)
             except ApiError as exc:
                 conn.execute("ROLLBACK TO run")
                 return exc
@@ -1025,10 +1027,12 @@ class SqliteStorage:
         error: Row | None,
         delete: bool = False,
         rollback: bool = False,
+        webhook: WebhookDelivery | None = None,
     ) -> bool:
-        """Record the end of attempt ``attempt`` of a running run and write its outcome to the
-        thread. Only the attempt that holds the run ends it, once: False when the run is no
-        longer running under that attempt (or its thread was deleted meanwhile)."""
+        """Record the end of attempt ``attempt`` of a running run, write its outcome to the
+        thread and put its ``webhook`` delivery in the outbox. Only the attempt that holds the
+        run ends it, once: False when the run is no longer running under that attempt (or its
+        thread was deleted meanwhile)."""
 
         def tx(conn: sqlite3.Connection) -> bool:
             now = _now()
@@ -1039,10 +1043,13 @@ class SqliteStorage:
                 ).fetchone()
                 if held is None:
                     return False
+                _record_webhook(conn, webhook)
             else:
                 # Deleted while this run was still unwinding: the checkpoints it wrote after
                 # the delete go too, or a thread re-created with the same id would see them.
+                # The run ended all the same (cancelled by the delete): its webhook fires.
                 _delete_threads(conn, [thread_id])
+                _record_webhook(conn, webhook)
                 return False
             if delete:  # a temporary run's thread goes with it
                 _delete_threads(conn, [thread_id])
@@ -1078,9 +1085,15 @@ class SqliteStorage:
         await self._write(tx)
 
     async def cancel_runs(
-        self, thread_id: str, run_ids: Sequence[str], action: str
+        self,
+        thread_id: str,
+        run_ids: Sequence[str],
+        action: str,
+        *,
+        webhook: WebhookFor | None = None,
     ) -> list[Cancelled]:
-        """Cancel the thread's in-flight runs among ``run_ids`` (see ``Cancelled``)."""
+        """Cancel the thread's in-flight runs among ``run_ids`` (see ``Cancelled``); a run that
+        ends here gets its ``webhook(run, status)`` delivery in the same transaction."""
 
         def tx(conn: sqlite3.Connection) -> list[Cancelled]:
             rows = [
@@ -1091,7 +1104,7 @@ class SqliteStorage:
                     (thread_id, _dumps(list(run_ids))),
                 )
             ]
-            cancelled = _cancel(conn, rows, action)
+            cancelled = _cancel(conn, rows, action, webhook)
             if cancelled:
                 _settle_thread(conn, thread_id, _now())
             return cancelled
@@ -1232,6 +1245,65 @@ class SqliteStorage:
 
         return await self._read(q)
 
+    # ---------------------------------------------------------------- webhook outbox
+
+    async def claim_webhooks(self, limit: int, lease: float) -> list[Row]:
+        """Lease up to ``limit`` due deliveries for ``lease`` seconds, counting an attempt each.
+
+        The lease is the due time moved forward: a delivery being sent is not due, and one
+        whose sender died is due again when the lease runs out. One UPDATE picks and leases
+        (on Postgres the same subquery takes FOR UPDATE SKIP LOCKED)."""
+
+        def tx(conn: sqlite3.Connection) -> list[Row]:
+            now = datetime.now(UTC)
+            until = _at(now, lease)
+            rows = conn.execute(
+                "UPDATE webhook_outbox SET attempt = attempt + 1, next_attempt_at = ?,"
+                " locked_until = ? WHERE delivery_id IN (SELECT delivery_id FROM webhook_outbox"
+                "   WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?)"
+                " RETURNING delivery_id, run_id, url, payload, attempt",
+                (until, until, _at(now), limit),
+            ).fetchall()
+            return [dict(r) for r in rows]
+
+        return await self._write(tx)
+
+    async def next_webhook_at(self) -> float | None:
+        def q(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute("SELECT min(next_attempt_at) FROM webhook_outbox").fetchone()
+            return datetime.fromisoformat(row[0]).timestamp() if row[0] else None
+
+        return await self._read(q)
+
+    async def retry_webhook(self, delivery_id: str, delay: float, *, counted: bool = True) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE webhook_outbox SET next_attempt_at = ?, locked_until = NULL,"
+                " attempt = attempt - ? WHERE delivery_id = ?",
+                (_at(datetime.now(UTC), delay), 0 if counted else 1, delivery_id),
+            )
+
+        await self._write(tx)
+
+    async def delete_webhook(self, delivery_id: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM webhook_outbox WHERE delivery_id = ?", (delivery_id,))
+
+        await self._write(tx)
+
+    async def requeue_webhooks(self) -> int:
+        """Deliveries leased by a dead process are due now: one process owns this file, so at
+        start-up every lease is an orphan (the attempt it counted stays counted)."""
+
+        def tx(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE webhook_outbox SET next_attempt_at = ?, locked_until = NULL"
+                " WHERE locked_until IS NOT NULL",
+                (_at(datetime.now(UTC)),),
+            ).rowcount
+
+        return await self._write(tx)
+
 
 def _sql(name: str) -> str:
     return resources.files("agentd.storage").joinpath(f"sql/{name}").read_text()
@@ -1276,7 +1348,11 @@ def _statements(script: str) -> list[str]:
 
 
 def _insert_run(
-    conn: sqlite3.Connection, run: Row, thread_metadata: Row, if_not_exists: str
+    conn: sqlite3.Connection,
+    run: Row,
+    thread_metadata: Row,
+    if_not_exists: str,
+    webhook: WebhookFor | None = None,
 ) -> tuple[Row, list[Cancelled]]:
     """Insert a pending run and apply its multitask strategy to the thread's in-flight runs:
     ``reject`` refuses it (Conflict), ``interrupt``/``rollback`` cancel them, ``enqueue``
@@ -1311,7 +1387,7 @@ def _insert_run(
             )
         if inflight and strategy in ("interrupt", "rollback"):
             # In the same transaction as the new run: a crash cannot leave both to run.
-            cancelled = _cancel(conn, inflight, strategy)
+            cancelled = _cancel(conn, inflight, strategy, webhook)
         metadata = _json(thread["metadata"])
         if thread["status"] != "busy":
             metadata = {**metadata, **thread_metadata}
@@ -1330,7 +1406,9 @@ def _insert_run(
     return _run(row), cancelled
 
 
-def _cancel(conn: sqlite3.Connection, runs: list[Row], action: str) -> list[Cancelled]:
+def _cancel(
+    conn: sqlite3.Connection, runs: list[Row], action: str, webhook: WebhookFor | None
+) -> list[Cancelled]:
     """Cancel in-flight runs (rows read in this transaction). A run that never started ends
     here (interrupted, or deleted on rollback). A run that is running, or that ran before
     and was handed back, is flagged: its executor ends it at a safe point, with the state
@@ -1351,6 +1429,9 @@ def _cancel(conn: sqlite3.Connection, runs: list[Row], action: str) -> list[Canc
                 "UPDATE runs SET status = 'interrupted', updated_at = ? WHERE run_id = ?",
                 (now, run["run_id"]),
             )
+        if never_ran and webhook is not None:  # it ends here: its webhook still fires
+            status = "rollback" if action == "rollback" else "interrupted"
+            _record_webhook(conn, webhook(run, status))
         out.append(Cancelled(run, action, ended=never_ran))
     return out
 
@@ -1676,3 +1757,24 @@ def _cron(row: sqlite3.Row) -> Row:
         "metadata": _json(row["metadata"]),
         "enabled": bool(row["enabled"]),
     }
+
+
+# ---------------------------------------------------------------- webhook outbox
+
+
+def _at(now: datetime, seconds: float = 0.0) -> str:
+    # Always with microseconds, so that the column's strings sort in time order.
+    return (now + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def _record_webhook(conn: sqlite3.Connection, delivery: WebhookDelivery | None) -> None:
+    """Put a delivery in the outbox, due now, in the caller's transaction. A run end recorded
+    twice (a retried write whose first COMMIT did land) keeps one row."""
+    if delivery is None:
+        return
+    now = _at(datetime.now(UTC))
+    conn.execute(
+        "INSERT INTO webhook_outbox (delivery_id, run_id, url, payload, next_attempt_at,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (delivery.delivery_id, delivery.run_id, delivery.url, delivery.payload, now, now),
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -263,6 +264,9 @@ async def test_5xx_and_429_are_retried(hooks: LangGraphClient, receiver: Receive
     assert {h.body["run_id"] for h in hooks_seen} == {run["run_id"]}
     sent = [h.body["webhook_sent_at"] for h in hooks_seen]
     assert sent == sorted(sent) and len(set(sent)) == 3
+    # One delivery: every attempt carries its id, so a receiver can drop duplicates.
+    [delivery] = {h.headers["x-agentd-delivery"] for h in hooks_seen}
+    assert str(uuid.UUID(delivery)) == delivery
     gaps = [b.at - a.at for a, b in itertools.pairwise(hooks_seen)]
     assert all(g >= 0.9 for g in gaps), gaps  # backed off between attempts
 
@@ -396,7 +400,7 @@ STRICT_REFUSED = [
 
 
 async def test_configured_policy_and_disabled_delivery(
-    strict: LangGraphClient, blackhole: Blackhole
+    strict: LangGraphClient, strict_server: Server, blackhole: Blackhole
 ) -> None:
     # One test, so that one xdist worker starts this server.
     tid = (await strict.threads.create())["thread_id"]
@@ -414,3 +418,5 @@ async def test_configured_policy_and_disabled_delivery(
     assert run["status"] == "success" and run["kwargs"]["webhook"] == url
     await asyncio.sleep(1.5)
     assert blackhole.accepted == before  # not even a connection
+    with sqlite3.connect(strict_server.data_dir / "agentd.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM webhook_outbox").fetchone() == (0,)

@@ -106,3 +106,22 @@ CREATE TABLE IF NOT EXISTS thread_ttl (
     ttl_minutes REAL NOT NULL,
     swept_at    TEXT
 );
+
+-- The webhook outbox: a delivery is inserted in the transaction that records its run's end and
+-- deleted once delivered or given up, so a crash never loses one. No foreign key: the run may
+-- be deleted (rollback, a temporary thread) and its webhook must still go out. A delivery is
+-- claimable when next_attempt_at is due; a claim leases it by moving next_attempt_at (and
+-- locked_until) past the longest an attempt can take, so no two senders deliver it at once
+-- and one whose sender died is claimed again when the lease runs out. `attempt` counts
+-- attempts started, a crash's included.
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    delivery_id     TEXT PRIMARY KEY,
+    run_id          TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    payload         BLOB NOT NULL,
+    attempt         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    locked_until    TEXT,
+    created_at      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_attempt_at);
