@@ -29,6 +29,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._due_at: float | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def active(self) -> int:
@@ -47,8 +48,12 @@ class Worker:
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop claiming and ask every running run to stop: each is handed back to the queue
         by its own executor. Tasks still unwinding after ``grace`` are cancelled."""
+        # Not a cancel: a claim cancelled in flight may still commit, leaving runs running
+        # with no task. The loop stops between claims; what it claimed last starts and is
+        # asked to stop with the rest.
+        self._stopping = True
+        self._wake.set()
         if self._loop_task is not None:
-            self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
         for control in self._controls.values():
             control.request(SHUTDOWN)
@@ -78,7 +83,7 @@ class Worker:
         return True
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             timeout = None
             if self._due_at is not None:
                 timeout = max(0.0, self._due_at - time.time())
@@ -90,17 +95,23 @@ class Worker:
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._stopping:
+                return
             if self._due_at is not None and self._due_at <= time.time():
                 self._due_at = None
             try:
                 await self._claim_while_free()
             except Exception:
                 log.exception("claiming runs failed; retrying")
-                await asyncio.sleep(1)
+                try:
+                    async with asyncio.timeout(1):
+                        await self._wake.wait()  # a stop does not wait out the pause
+                except TimeoutError:
+                    pass
                 self._wake.set()
 
     async def _claim_while_free(self) -> None:
-        while len(self._tasks) < self.jobs:
+        while len(self._tasks) < self.jobs and not self._stopping:
             runs = await self.storage.claim_runs(self.jobs - len(self._tasks))
             if not runs:
                 if self._due_at is None:

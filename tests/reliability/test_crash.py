@@ -29,8 +29,13 @@ async def test_running_run_resumes_from_checkpoint_after_kill_9(tmp_path: Path) 
         run = await client.runs.create(
             tid, "steps", input={"done": [], "delay": 0.6, "marker": str(marker)}
         )
-        # Kill while node b runs: a has finished and been checkpointed.
+        # Kill while node b runs, once a's checkpoint is committed (with the default
+        # `async` durability, b may start before that checkpoint is written).
         await _wait_for(lambda: "b:start" in marker.read_text())
+        deadline = time.monotonic() + 10
+        while (await client.threads.get_state(tid))["values"].get("done") != ["a"]:
+            assert time.monotonic() < deadline and "b:end" not in marker.read_text()
+            await asyncio.sleep(0.01)
         server.kill()
     finally:
         server.kill()
