@@ -26,7 +26,7 @@ import orjson
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
-from agentd.schemas import Conflict, NotFound, Unprocessable
+from agentd.schemas import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from agentd.storage.base import Row
 from agentd.storage.checkpointer import SqliteCheckpointer
 
@@ -51,6 +51,37 @@ def _json(value: str | None) -> Any:
 
 class StorageLocked(Exception):
     pass
+
+
+class WriteFailed(ServiceUnavailable):
+    """The database could not store a write (disk full, I/O error, a transaction that could
+    not commit): nothing of it was saved, and the writer carries on with the next one."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"The database could not save this write ({reason}); retry later")
+
+
+# Primary result codes of a database that cannot write now: not a fault of the write itself.
+_UNAVAILABLE = {
+    sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB,
+}  # fmt: skip
+
+
+def _write_error(exc: Exception) -> Exception:
+    """What the caller of a write that raised gets: the database's own failures (disk full,
+    I/O...) become WriteFailed; the write's errors (NotFound, Conflict...) stay as they are."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _UNAVAILABLE:
+        return _write_failed(exc)
+    return exc
+
+
+def _write_failed(cause: BaseException) -> WriteFailed:
+    failed = WriteFailed(str(cause) or type(cause).__name__)
+    failed.__cause__ = cause
+    return failed
 
 
 class _Failed:
@@ -171,18 +202,16 @@ class SqliteStorage:
         await conn.execute("PRAGMA wal_autocheckpoint = 0")  # done in the background
         await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
 
-    def _open_sync(self) -> None:
+    def _connect_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # done in the background
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA foreign_keys = ON")
-        schema = resources.files("agentd.storage").joinpath("sql/sqlite.sql").read_text()
-        conn.executescript(schema)
-        if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
-            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        return conn
+
+    def _add_default_ttl_trigger(self, conn: sqlite3.Connection) -> None:
         if self._default_thread_ttl:
             # Every thread created while a default TTL is configured gets it, whichever code path
             # inserts it (POST /threads, runs creating their thread). A TEMP trigger lives on this
@@ -193,6 +222,23 @@ class SqliteStorage:
                 " INSERT OR IGNORE INTO thread_ttl (thread_id, strategy, ttl_minutes)"
                 f" VALUES (NEW.thread_id, '{_strategy(strategy)}', {float(minutes)!r}); END"
             )
+
+    def _writer(self) -> sqlite3.Connection:
+        """The writer connection (on the storage thread); a new one if the last was dropped."""
+        if self._conn is None:
+            conn = self._connect_writer()
+            self._add_default_ttl_trigger(conn)
+            self._conn = conn
+        return self._conn
+
+    def _open_sync(self) -> None:
+        conn = self._connect_writer()
+        conn.execute("PRAGMA journal_mode = WAL")
+        schema = resources.files("agentd.storage").joinpath("sql/sqlite.sql").read_text()
+        conn.executescript(schema)
+        if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
+            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        self._add_default_ttl_trigger(conn)
         self._conn = conn
         # Point lookups run on the event loop's thread, on their own connection: an indexed
         # read of one row in WAL mode takes microseconds and never waits for a writer, so a
@@ -208,25 +254,50 @@ class SqliteStorage:
 
     def _commit_batch(self, batch: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
         """Run several writes in one transaction (on the storage thread), each in a savepoint
-        of its own: a write that raises is undone alone and its caller gets the exception."""
-        conn = self._conn
-        assert conn is not None
+        of its own: a write that raises is undone alone and its caller gets the exception.
+
+        Whatever fails (BEGIN, a savepoint's rollback, COMMIT), the transaction is rolled back
+        before this returns: SQLite leaves it open after some failed COMMITs (a deferred
+        foreign key, SQLITE_BUSY, some I/O errors), and every later BEGIN would fail with it."""
         outcomes: list[Any] = []
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn = self._writer()
+            if conn.in_transaction:  # left open by a failure we could not roll back
+                self._abandon(conn)
+                conn = self._writer()
+            conn.execute("BEGIN IMMEDIATE")
             for fn in batch:
                 conn.execute("SAVEPOINT w")
                 try:
                     outcomes.append(fn(conn))
                 except Exception as exc:
+                    # If SQLite already rolled back the whole transaction (it may on
+                    # SQLITE_FULL, SQLITE_IOERR...), this raises and the batch fails below.
                     conn.execute("ROLLBACK TO w")
-                    outcomes.append(_Failed(exc))
+                    outcomes.append(_Failed(_write_error(exc)))
                 conn.execute("RELEASE w")
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if self._conn is not None and self._conn.in_transaction:
+                self._abandon(self._conn)
+            if isinstance(exc, Exception):
+                raise _write_failed(exc) from exc
             raise
-        conn.execute("COMMIT")
         return outcomes
+
+    def _abandon(self, conn: sqlite3.Connection) -> None:
+        """Roll back the open transaction; if even that fails, drop the connection (closing
+        it rolls back) so the next transaction starts on a fresh one."""
+        try:
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.Error:
+            log.exception("rolling back a failed transaction failed; reopening the connection")
+        self._conn = None
+        try:
+            conn.close()
+        except sqlite3.Error:
+            log.exception("closing the failed connection failed")
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; it is durable when this returns.
@@ -258,9 +329,10 @@ class SqliteStorage:
                     future.cancel()
                 raise
             except Exception as exc:  # the whole transaction failed: every write in it did
+                cause = exc.__cause__ if isinstance(exc, WriteFailed) else exc
                 for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                    if not future.done():  # one exception each: tracebacks are per caller
+                        future.set_exception(_write_failed(cause or exc))
                 continue
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
@@ -276,8 +348,7 @@ class SqliteStorage:
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
-            assert self._conn is not None
-            return fn(self._conn)
+            return fn(self._writer())
 
         return await self._run(run)
 
