@@ -1,5 +1,5 @@
 """The embedded backend: one SQLite file (WAL) holds agentd's tables, LangGraph's checkpoints
-(``AsyncSqliteSaver``) and its store (``AsyncSqliteStore``).
+(``AsyncSqliteSaver``, ``checkpointer.py``) and its store (``AsyncSqliteStore``, ``store.py``).
 
 agentd's own queries run on one connection owned by one thread: each transaction is a plain
 function executed there, so a transaction costs one thread hop and needs no lock. One process
@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 from agentd.schemas import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from agentd.storage.base import Row
 from agentd.storage.checkpointer import SqliteCheckpointer
+from agentd.storage.store import SqliteStore
 
 T = TypeVar("T")
 log = logging.getLogger("agentd.storage")
@@ -117,9 +117,8 @@ class SqliteStorage:
         self._committer: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
         self._saver_conn: aiosqlite.Connection | None = None
-        self._store_conn: aiosqlite.Connection | None = None
         self.checkpointer: SqliteCheckpointer | None = None
-        self.store: AsyncSqliteStore | None = None
+        self.store: SqliteStore | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -136,14 +135,21 @@ class SqliteStorage:
             self._saver_conn, reader=SqliteSaver(self._checkpoint_reader), write=self._write
         )
         await self.checkpointer.setup()
-        self._store_conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._configure_async(self._store_conn)
-        self.store = AsyncSqliteStore(
-            self._store_conn,
-            index=self._store_index,  # type: ignore[arg-type]
-            ttl=self._store_ttl,  # type: ignore[arg-type]
-        )
-        await self.store.setup()
+        # The store's connection applies LangGraph's migrations, then goes: the store reads on
+        # a connection of its own and writes through our group commit.
+        store_conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await self._configure_async(store_conn)
+            self.store = SqliteStore(
+                store_conn,
+                path=self.path,
+                write=self._write,
+                index=self._store_index,  # type: ignore[arg-type]
+                ttl=self._store_ttl,  # type: ignore[arg-type]
+            )
+            await self.store.setup()
+        finally:
+            await store_conn.close()
         self._wal_task = asyncio.create_task(self._checkpoint_wal(), name="agentd-wal")
 
     async def _checkpoint_wal(self) -> None:
@@ -169,9 +175,10 @@ class SqliteStorage:
         if self._wal_task is not None:
             self._wal_task.cancel()
             await asyncio.gather(self._wal_task, return_exceptions=True)
-        for conn in (self._saver_conn, self._store_conn):
-            if conn is not None:
-                await conn.close()
+        if self._saver_conn is not None:
+            await self._saver_conn.close()
+        if self.store is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         if self._conn is not None:
             await self._run(self._conn.close)
             self._conn = None
