@@ -132,7 +132,10 @@ class SqliteStorage:
         self._checkpoint_reader = sqlite3.connect(self.path, check_same_thread=False)
         self._checkpoint_reader.execute("PRAGMA busy_timeout = 1000")
         self.checkpointer = SqliteCheckpointer(
-            self._saver_conn, reader=SqliteSaver(self._checkpoint_reader), write=self._write
+            self._saver_conn,
+            reader=SqliteSaver(self._checkpoint_reader),
+            write=self._write,
+            connect=self._connect_reader,
         )
         await self.checkpointer.setup()
         # The store's connection applies LangGraph's migrations, then goes: the store reads on
@@ -177,6 +180,8 @@ class SqliteStorage:
             await asyncio.gather(self._wal_task, return_exceptions=True)
         if self._saver_conn is not None:
             await self._saver_conn.close()
+        if self.checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.checkpointer.close)
         if self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         if self._conn is not None:
@@ -208,6 +213,13 @@ class SqliteStorage:
         await conn.execute("PRAGMA busy_timeout = 30000")
         await conn.execute("PRAGMA wal_autocheckpoint = 0")  # done in the background
         await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        """A read connection, usable from any one thread at a time."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
