@@ -46,6 +46,13 @@ class Unprocessable(ApiError):
     status_code = 422
 
 
+class ServiceUnavailable(ApiError):
+    """A condition of the server, not of the request (e.g. the database could not commit):
+    the same request may succeed later."""
+
+    status_code = 503
+
+
 class _Body(BaseModel):
     # Unknown fields are accepted, as the official server does; clients newer than us still work.
     model_config = ConfigDict(extra="allow")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from agentd.graphs import GraphRegistry
 from agentd.runs.executor import Executor
 from agentd.runs.service import RunService
 from agentd.runs.worker import Worker
-from agentd.state import ThreadStates
+from agentd.state import ThreadStates, history_max_bytes
 from agentd.storage.sqlite import SqliteStorage
 from agentd.sweeper import ThreadSweeper
 from agentd.webhooks.sender import WebhookSender
@@ -83,7 +84,7 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             broker=broker,
             graphs=graphs,
             runs=runs,
-            states=ThreadStates(storage, graphs),
+            states=ThreadStates(storage, graphs, max_history_bytes=history_max_bytes()),
             worker=worker,
             webhooks=webhooks,
             crons=CronService(storage, runs, scheduler.wake),
@@ -101,6 +102,12 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
         await sweeper.start()
         assert storage.store is not None
         await storage.store.start_ttl_sweeper()
+        # What start-up loaded (modules, graphs, the app: ~150k objects) lives as long as the
+        # process: out of the collector's sight, a full collection costs milliseconds instead
+        # of stalling every request for 100-300 ms whenever a burst of large states (history,
+        # big runs) promotes enough objects to trigger one.
+        gc.collect()
+        gc.freeze()
         try:
             yield services
         finally:

@@ -3,6 +3,8 @@ shaped as the Agent Server's ``ThreadState``."""
 
 from __future__ import annotations
 
+import os
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -10,6 +12,7 @@ from langgraph.errors import InvalidUpdateError
 from langgraph.types import StateSnapshot, StateUpdate
 
 from agentd import serde
+from agentd.config import ConfigError
 from agentd.graphs import GraphRegistry
 from agentd.schemas import BadRequest, CheckpointConfig, Conflict, NotFound, Unprocessable
 from agentd.storage.base import Row, Storage
@@ -28,10 +31,31 @@ EMPTY_STATE: dict[str, Any] = {
 }
 
 
+HISTORY_MAX_BYTES_ENV = "AGENTD_HISTORY_MAX_BYTES"
+HISTORY_MAX_BYTES = 10 * 1024 * 1024
+
+
+def history_max_bytes() -> int:
+    """The byte budget of one history response, from the environment."""
+    value = os.environ.get(HISTORY_MAX_BYTES_ENV)
+    if not value:
+        return HISTORY_MAX_BYTES
+    try:
+        budget = int(value)
+    except ValueError:
+        budget = 0
+    if budget <= 0:
+        raise ConfigError(f"{HISTORY_MAX_BYTES_ENV} must be a positive integer, got {value!r}")
+    return budget
+
+
 class ThreadStates:
-    def __init__(self, storage: Storage, graphs: GraphRegistry):
+    def __init__(
+        self, storage: Storage, graphs: GraphRegistry, *, max_history_bytes: int = HISTORY_MAX_BYTES
+    ):
         self.storage = storage
         self.graphs = graphs
+        self.max_history_bytes = max_history_bytes
 
     def _graph_id(self, thread: Row) -> str | None:
         graph_id = (thread.get("metadata") or {}).get("graph_id")
@@ -80,32 +104,47 @@ class ThreadStates:
         before: CheckpointConfig | None,
         metadata: dict[str, Any] | None,
         checkpoint: CheckpointConfig | None,
-    ) -> list[dict[str, Any]]:
+    ) -> bytes:
+        """Up to ``limit`` states, newest first, as an encoded JSON array of at most
+        ``max_history_bytes`` (always at least one state): clients page with ``before``.
+
+        LangGraph's ``aget_state_history`` lists all the checkpoints it is asked for before it
+        yields the first, so it is asked for one at a time: only two states (one and its
+        parent, for its ``writes``) are decoded at once, whatever the history's length."""
         graph_id = self._graph_id(thread)
         if graph_id is None:
-            return []
+            return b"[]"
         config = self._config(thread, checkpoint)
         before_config = self._config(thread, before) if before else None
+        items: list[bytes] = []
+        size = 1  # the closing bracket; each item brings its opening bracket or comma
         async with self.graphs.bound(
             graph_id, config, self.storage.checkpointer, self.storage.store
         ) as graph:
-            # One extra snapshot gives the oldest item its parent (for its ``writes``).
-            try:
-                snapshots = [
-                    s
-                    async for s in graph.aget_state_history(
-                        config, filter=metadata or None, before=before_config, limit=limit + 1
-                    )
-                ]
-            except ValueError as exc:  # e.g. a metadata filter key the checkpointer refuses
-                raise Unprocessable(str(exc)) from exc
-        out = []
-        for i, snapshot in enumerate(snapshots[:limit]):
-            parent = snapshots[i + 1] if i + 1 < len(snapshots) else None
-            if parent is not None and parent.config != snapshot.parent_config:
-                parent = None
-            out.append(snapshot_to_wire(snapshot, parent))
-        return out
+
+            async def older(before: dict[str, Any] | None) -> StateSnapshot | None:
+                states = graph.aget_state_history(
+                    config, filter=metadata or None, before=before, limit=1
+                )
+                try:
+                    async with aclosing(states):
+                        async for snapshot in states:
+                            return snapshot
+                except ValueError as exc:  # e.g. a metadata filter key the checkpointer refuses
+                    raise Unprocessable(str(exc)) from exc
+                return None
+
+            snapshot = await older(before_config)
+            while snapshot is not None and len(items) < limit:
+                parent = await older(snapshot.config)
+                writes_from = parent if parent and parent.config == snapshot.parent_config else None
+                item = serde.dumps(snapshot_to_wire(snapshot, writes_from))
+                if items and size + 1 + len(item) > self.max_history_bytes:
+                    break
+                items.append(item)
+                size += 1 + len(item)
+                snapshot = parent
+        return b"[" + b",".join(items) + b"]"
 
     async def apply_supersteps(self, thread: Row, supersteps: list[list[StateUpdate]]) -> None:
         """Write ``supersteps`` of updates as checkpoints of a new thread (LangGraph's

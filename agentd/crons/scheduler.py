@@ -17,7 +17,7 @@ from agentd import serde
 from agentd.crons.schedule import iso, next_firing, zone
 from agentd.crons.service import run_request
 from agentd.runs.service import RunService
-from agentd.schemas import ApiError
+from agentd.schemas import ApiError, ServiceUnavailable
 from agentd.storage.base import Row, Storage
 
 log = logging.getLogger("agentd.crons")
@@ -91,6 +91,8 @@ class Scheduler:
             return False
         try:
             run = await self.runs.create_for_tick(cron["thread_id"], run_request(cron), tick)
+        except ServiceUnavailable:
+            raise  # the database failed, not the run: the tick stays due and is tried again
         except ApiError as exc:
             # The thread was deleted meanwhile, a `reject` strategy found it busy...: this
             # tick is skipped (consumed here if the run was refused before its transaction),

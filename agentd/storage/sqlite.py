@@ -1,5 +1,5 @@
 """The embedded backend: one SQLite file (WAL) holds agentd's tables, LangGraph's checkpoints
-(``AsyncSqliteSaver``) and its store (``AsyncSqliteStore``).
+(``AsyncSqliteSaver``, ``checkpointer.py``) and its store (``AsyncSqliteStore``, ``store.py``).
 
 agentd's own queries run on one connection owned by one thread: each transaction is a plain
 function executed there, so a transaction costs one thread hop and needs no lock. One process
@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.store.sqlite.aio import AsyncSqliteStore
 
-from agentd.schemas import ApiError, Conflict, NotFound, Unprocessable
+from agentd.schemas import ApiError, Conflict, NotFound, ServiceUnavailable, Unprocessable
 from agentd.storage.base import Cancelled, Row, WebhookDelivery, WebhookFor
 from agentd.storage.checkpointer import SqliteCheckpointer
+from agentd.storage.store import SqliteStore
 
 T = TypeVar("T")
 log = logging.getLogger("agentd.storage")
@@ -55,6 +55,37 @@ class StorageLocked(Exception):
 
 class StorageTooNew(Exception):
     pass
+
+
+class WriteFailed(ServiceUnavailable):
+    """The database could not store a write (disk full, I/O error, a transaction that could
+    not commit): nothing of it was saved, and the writer carries on with the next one."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"The database could not save this write ({reason}); retry later")
+
+
+# Primary result codes of a database that cannot write now: not a fault of the write itself.
+_UNAVAILABLE = {
+    sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB,
+}  # fmt: skip
+
+
+def _write_error(exc: Exception) -> Exception:
+    """What the caller of a write that raised gets: the database's own failures (disk full,
+    I/O...) become WriteFailed; the write's errors (NotFound, Conflict...) stay as they are."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _UNAVAILABLE:
+        return _write_failed(exc)
+    return exc
+
+
+def _write_failed(cause: BaseException) -> WriteFailed:
+    failed = WriteFailed(str(cause) or type(cause).__name__)
+    failed.__cause__ = cause
+    return failed
 
 
 class _Failed:
@@ -90,9 +121,8 @@ class SqliteStorage:
         self._committer: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
         self._saver_conn: aiosqlite.Connection | None = None
-        self._store_conn: aiosqlite.Connection | None = None
         self.checkpointer: SqliteCheckpointer | None = None
-        self.store: AsyncSqliteStore | None = None
+        self.store: SqliteStore | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -106,17 +136,27 @@ class SqliteStorage:
         self._checkpoint_reader = sqlite3.connect(self.path, check_same_thread=False)
         self._checkpoint_reader.execute("PRAGMA busy_timeout = 1000")
         self.checkpointer = SqliteCheckpointer(
-            self._saver_conn, reader=SqliteSaver(self._checkpoint_reader), write=self._write
+            self._saver_conn,
+            reader=SqliteSaver(self._checkpoint_reader),
+            write=self._write,
+            connect=self._connect_reader,
         )
         await self.checkpointer.setup()
-        self._store_conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._configure_async(self._store_conn)
-        self.store = AsyncSqliteStore(
-            self._store_conn,
-            index=self._store_index,  # type: ignore[arg-type]
-            ttl=self._store_ttl,  # type: ignore[arg-type]
-        )
-        await self.store.setup()
+        # The store's connection applies LangGraph's migrations, then goes: the store reads on
+        # a connection of its own and writes through our group commit.
+        store_conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await self._configure_async(store_conn)
+            self.store = SqliteStore(
+                store_conn,
+                path=self.path,
+                write=self._write,
+                index=self._store_index,  # type: ignore[arg-type]
+                ttl=self._store_ttl,  # type: ignore[arg-type]
+            )
+            await self.store.setup()
+        finally:
+            await store_conn.close()
         self._wal_task = asyncio.create_task(self._checkpoint_wal(), name="agentd-wal")
 
     async def _checkpoint_wal(self) -> None:
@@ -142,9 +182,12 @@ class SqliteStorage:
         if self._wal_task is not None:
             self._wal_task.cancel()
             await asyncio.gather(self._wal_task, return_exceptions=True)
-        for conn in (self._saver_conn, self._store_conn):
-            if conn is not None:
-                await conn.close()
+        if self._saver_conn is not None:
+            await self._saver_conn.close()
+        if self.checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.checkpointer.close)
+        if self.store is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         if self._conn is not None:
             await self._run(self._conn.close)
             self._conn = None
@@ -175,15 +218,23 @@ class SqliteStorage:
         await conn.execute("PRAGMA wal_autocheckpoint = 0")  # done in the background
         await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
 
-    def _open_sync(self) -> None:
+    def _connect_reader(self) -> sqlite3.Connection:
+        """A read connection, usable from any one thread at a time."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # done in the background
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA foreign_keys = ON")
-        _migrate(conn)
+        return conn
+
+    def _add_default_ttl_trigger(self, conn: sqlite3.Connection) -> None:
         if self._default_thread_ttl:
             # Every thread created while a default TTL is configured gets it, whichever code path
             # inserts it (POST /threads, runs creating their thread). A TEMP trigger lives on this
@@ -194,6 +245,20 @@ class SqliteStorage:
                 " INSERT OR IGNORE INTO thread_ttl (thread_id, strategy, ttl_minutes)"
                 f" VALUES (NEW.thread_id, '{_strategy(strategy)}', {float(minutes)!r}); END"
             )
+
+    def _writer(self) -> sqlite3.Connection:
+        """The writer connection (on the storage thread); a new one if the last was dropped."""
+        if self._conn is None:
+            conn = self._connect_writer()
+            self._add_default_ttl_trigger(conn)
+            self._conn = conn
+        return self._conn
+
+    def _open_sync(self) -> None:
+        conn = self._connect_writer()
+        conn.execute("PRAGMA journal_mode = WAL")
+        _migrate(conn)
+        self._add_default_ttl_trigger(conn)
         self._conn = conn
         # Point lookups run on the event loop's thread, on their own connection: an indexed
         # read of one row in WAL mode takes microseconds and never waits for a writer, so a
@@ -209,25 +274,50 @@ class SqliteStorage:
 
     def _commit_batch(self, batch: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
         """Run several writes in one transaction (on the storage thread), each in a savepoint
-        of its own: a write that raises is undone alone and its caller gets the exception."""
-        conn = self._conn
-        assert conn is not None
+        of its own: a write that raises is undone alone and its caller gets the exception.
+
+        Whatever fails (BEGIN, a savepoint's rollback, COMMIT), the transaction is rolled back
+        before this returns: SQLite leaves it open after some failed COMMITs (a deferred
+        foreign key, SQLITE_BUSY, some I/O errors), and every later BEGIN would fail with it."""
         outcomes: list[Any] = []
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn = self._writer()
+            if conn.in_transaction:  # left open by a failure we could not roll back
+                self._abandon(conn)
+                conn = self._writer()
+            conn.execute("BEGIN IMMEDIATE")
             for fn in batch:
                 conn.execute("SAVEPOINT w")
                 try:
                     outcomes.append(fn(conn))
                 except Exception as exc:
+                    # If SQLite already rolled back the whole transaction (it may on
+                    # SQLITE_FULL, SQLITE_IOERR...), this raises and the batch fails below.
                     conn.execute("ROLLBACK TO w")
-                    outcomes.append(_Failed(exc))
+                    outcomes.append(_Failed(_write_error(exc)))
                 conn.execute("RELEASE w")
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if self._conn is not None and self._conn.in_transaction:
+                self._abandon(self._conn)
+            if isinstance(exc, Exception):
+                raise _write_failed(exc) from exc
             raise
-        conn.execute("COMMIT")
         return outcomes
+
+    def _abandon(self, conn: sqlite3.Connection) -> None:
+        """Roll back the open transaction; if even that fails, drop the connection (closing
+        it rolls back) so the next transaction starts on a fresh one."""
+        try:
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.Error:
+            log.exception("rolling back a failed transaction failed; reopening the connection")
+        self._conn = None
+        try:
+            conn.close()
+        except sqlite3.Error:
+            log.exception("closing the failed connection failed")
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; it is durable when this returns.
@@ -259,9 +349,10 @@ class SqliteStorage:
                     future.cancel()
                 raise
             except Exception as exc:  # the whole transaction failed: every write in it did
+                cause = exc.__cause__ if isinstance(exc, WriteFailed) else exc
                 for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                    if not future.done():  # one exception each: tracebacks are per caller
+                        future.set_exception(_write_failed(cause or exc))
                 continue
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
@@ -277,8 +368,7 @@ class SqliteStorage:
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
-            assert self._conn is not None
-            return fn(self._conn)
+            return fn(self._writer())
 
         return await self._run(run)
 

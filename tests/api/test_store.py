@@ -263,6 +263,26 @@ async def test_semantic_search(semantic_server: Server) -> None:
     await client.http.client.aclose()
 
 
+async def test_semantic_index_follows_replaced_and_deleted_items(semantic_server: Server) -> None:
+    """An item put again with ``index=False``, or deleted, leaves no vectors behind (LangGraph's
+    own SQLite connection did not enforce the foreign key that deletes them)."""
+    client = get_client(url=semantic_server.url, api_key=None)
+    ns = _ns()
+    await client.store.put_item(ns, key="a", value={"text": "dogs bark"})
+    await client.store.put_item(ns, key="b", value={"text": "dogs run"})
+    found = (await client.store.search_items(ns, query="dogs", limit=5))["items"]
+    assert {i["key"] for i in found} == {"a", "b"}
+    await client.store.put_item(ns, key="a", value={"text": "dogs bark"}, index=False)
+    await client.store.delete_item(ns, key="b")
+    assert (await client.store.search_items(ns, query="dogs", limit=5))["items"] == []
+    listed = (await client.store.search_items(ns, limit=5))["items"]
+    assert [i["key"] for i in listed] == ["a"]  # still stored, only unindexed
+    with sqlite3.connect(semantic_server.data_dir / "agentd.sqlite") as db:
+        left = db.execute("SELECT count(*) FROM store_vectors WHERE prefix = ?", (ns[0],))
+        assert left.fetchone()[0] == 0
+    await client.http.client.aclose()
+
+
 def _config(tmp_path: Path, store: Any) -> Path:
     config = tmp_path / "langgraph.json"
     graphs = {"echo": str(GRAPHS / "basic.py") + ":echo"}
