@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from datetime import datetime
 
@@ -19,6 +20,7 @@ from agentd.crons.service import run_request
 from agentd.runs.service import RunService
 from agentd.schemas import ApiError, ServiceUnavailable
 from agentd.storage.base import Row, Storage
+from agentd.wakeup import wait_until
 
 log = logging.getLogger("agentd.crons")
 # A safety net, not a polling interval: a sleeping scheduler wakes at the due time or when a
@@ -55,15 +57,7 @@ class Scheduler:
             except Exception:
                 log.exception("cron scheduler tick failed; retrying")
                 due_at = time.time() + 1
-            timeout = MAX_SLEEP if due_at is None else min(MAX_SLEEP, due_at - time.time())
-            if timeout > 0:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
-                # arrives as the wake-up does, and stop() would then wait forever.
-                try:
-                    async with asyncio.timeout(timeout):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+            await wait_until(self._wake, min(due_at or math.inf, time.time() + MAX_SLEEP))
 
     async def tick(self) -> int:
         """Fire every cron due now, each once; returns how many firings this scheduler won."""

@@ -11,6 +11,7 @@ from agentd.broker.memory import MemoryBroker
 from agentd.runs.control import SHUTDOWN, RunControl
 from agentd.runs.executor import Executor
 from agentd.storage.base import Row, Storage
+from agentd.wakeup import wait_until
 
 log = logging.getLogger("agentd.worker")
 # How long running runs get to unwind at shutdown after being asked to stop, before their tasks
@@ -84,16 +85,7 @@ class Worker:
 
     async def _loop(self) -> None:
         while not self._stopping:
-            timeout = None
-            if self._due_at is not None:
-                timeout = max(0.0, self._due_at - time.time())
-            try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
-                # that arrives with a wake-up, and stop() would wait forever.
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await wait_until(self._wake, self._due_at)
             self._wake.clear()
             if self._stopping:
                 return
@@ -103,11 +95,7 @@ class Worker:
                 await self._claim_while_free()
             except Exception:
                 log.exception("claiming runs failed; retrying")
-                try:
-                    async with asyncio.timeout(1):
-                        await self._wake.wait()  # a stop does not wait out the pause
-                except TimeoutError:
-                    pass
+                await wait_until(self._wake, time.time() + 1)  # a stop cuts the pause short
                 self._wake.set()
 
     async def _claim_while_free(self) -> None:

@@ -24,6 +24,7 @@ import orjson
 from agentd import __version__, serde
 from agentd.config import WebhookSettings
 from agentd.storage.base import Row, Storage, WebhookDelivery
+from agentd.wakeup import wait_until
 from agentd.webhooks.policy import (
     DNS_TIMEOUT,
     Resolver,
@@ -157,12 +158,7 @@ class WebhookSender:
     async def _loop(self) -> None:
         due_at: float | None = None
         while not self._stopping:
-            timeout = None if due_at is None else max(0.0, due_at - time.time())
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await wait_until(self._wake, due_at)
             self._wake.clear()
             if self._stopping:
                 return
