@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from agentd.broker.base import Broker
 from agentd.broker.memory import MemoryBroker
 from agentd.config import Settings
 from agentd.crons.scheduler import Scheduler
@@ -27,7 +28,7 @@ from agentd.webhooks.sender import WebhookSender
 class Services:
     settings: Settings
     storage: SqliteStorage
-    broker: MemoryBroker
+    broker: Broker
     graphs: GraphRegistry
     runs: RunService
     states: ThreadStates
@@ -64,7 +65,15 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
     await storage.open()
     try:
         await storage.sync_default_assistants(graphs.default_assistants())
-        broker = MemoryBroker(resumable_ttl=settings.resumable_ttl)
+        # One process: events fan out in memory, resumable runs' events are kept in the file.
+        broker: Broker = MemoryBroker(
+            storage,
+            resumable_ttl=settings.resumable_ttl,
+            resumable_max_events=settings.resumable_max_events,
+            resumable_max_bytes=settings.resumable_max_bytes,
+            subscriber_max_bytes=settings.stream_subscriber_max_bytes,
+        )
+        await broker.start()
         webhooks = WebhookSender(settings.webhooks)
         executor = Executor(
             storage,
@@ -107,6 +116,7 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             await sweeper.stop()
             await scheduler.stop()
             await worker.stop()
+            await broker.stop()  # the events of runs just handed back are written first
             await webhooks.stop()  # deliveries under way get a short grace, then are abandoned
     finally:
         await storage.close()

@@ -12,7 +12,7 @@ from agentd import serde
 from agentd.api.common import JSON, get_thread_or_404, make_router, services, uuid_param
 from agentd.api.sse import on_client_gone, run_events, sse_response
 from agentd.api.streams import checked_event_id, join_stream_modes
-from agentd.broker.memory import DONE, Subscription
+from agentd.broker.base import DONE, SubscriberDropped, Subscription
 from agentd.ids import uuid7
 from agentd.runs.streaming import Reducer, visible_events
 from agentd.schemas import (
@@ -29,6 +29,8 @@ from agentd.storage.base import Row
 
 router = make_router("Runs")
 KEEPALIVE_SECONDS = 5.0
+# What wait and join fold into their result (DONE always comes): nothing else is queued.
+RESULT_EVENTS = frozenset({"values", "error"})
 
 
 # ------------------------------------------------------------------ background runs
@@ -122,7 +124,19 @@ async def _result_stream(
     finished = False
     try:
         while True:
-            item = await sub.get(KEEPALIVE_SECONDS)
+            try:
+                item = await sub.get(KEEPALIVE_SECONDS)
+            except SubscriberDropped:
+                # It folds events as they come, so only a burst that never let it run gets
+                # here. What it missed is in the thread once the run ends: follow the run's
+                # end from now on, and read the result from there.
+                reducer = Reducer()
+                sub = await svc.broker.subscribe(run["run_id"], only=RESULT_EVENTS)
+                latest = await svc.storage.get_run(run["thread_id"], run["run_id"])
+                if latest is None or latest["status"] in TERMINAL_RUN_STATUSES:
+                    finished = True
+                    break
+                continue
             if item is None:
                 yield b"\n"
                 continue
@@ -146,11 +160,11 @@ def _canceller(svc: Services, run: Row) -> Callable[[], Awaitable[None]]:
 
 
 async def _create_subscribed(
-    svc: Services, thread_id: str | None, body: RunCreate
+    svc: Services, thread_id: str | None, body: RunCreate, only: frozenset[str] | None = None
 ) -> tuple[Row, Subscription]:
     """Create a run, subscribed to its events before it exists so that none is missed."""
     run_id = str(uuid7())
-    sub = svc.broker.subscribe(run_id)
+    sub = await svc.broker.subscribe(run_id, only=only)
     try:
         run, _ = await svc.runs.create(thread_id, body, run_id=run_id)
     except BaseException:
@@ -160,10 +174,14 @@ async def _create_subscribed(
 
 
 async def _subscribed_run(
-    svc: Services, thread_id: str, run_id: str, last_event_id: str | None = None
+    svc: Services,
+    thread_id: str,
+    run_id: str,
+    last_event_id: str | None = None,
+    only: frozenset[str] | None = None,
 ) -> tuple[Row, Subscription]:
     """An existing run, subscribed to its events before its status is read."""
-    sub = svc.broker.subscribe(uuid_param(run_id, "run"), last_event_id)
+    sub = await svc.broker.subscribe(uuid_param(run_id, "run"), last_event_id, only=only)
     try:
         return await _get_run_or_404(svc, thread_id, run_id), sub
     except BaseException:
@@ -172,7 +190,7 @@ async def _subscribed_run(
 
 
 async def _wait(svc: Services, thread_id: str | None, body: RunCreate) -> Response:
-    run, sub = await _create_subscribed(svc, thread_id, body)
+    run, sub = await _create_subscribed(svc, thread_id, body, RESULT_EVENTS)
     base = f"/threads/{run['thread_id']}/runs/{run['run_id']}"
     return StreamingResponse(
         _result_stream(svc, run, sub, body.on_disconnect == "cancel"),
@@ -196,7 +214,7 @@ async def join_run(
     thread_id: str, run_id: str, request: Request, cancel_on_disconnect: bool = False
 ) -> Response:
     svc = services(request)
-    run, sub = await _subscribed_run(svc, thread_id, run_id)
+    run, sub = await _subscribed_run(svc, thread_id, run_id, only=RESULT_EVENTS)
     if run["status"] in TERMINAL_RUN_STATUSES:
         sub.close()
         return JSON(await _body_after_end(svc, run, Reducer()))
@@ -220,6 +238,7 @@ async def _stream(svc: Services, thread_id: str | None, body: RunCreate) -> Resp
             with_ids=bool(kwargs.get("resumable")),
         ),
         {"Location": f"{base}/stream", "Content-Location": base},
+        sub,
     )
 
 
@@ -248,7 +267,7 @@ async def join_stream(
     run, sub = await _subscribed_run(svc, thread_id, run_id, last_event_id)
     modes = join_stream_modes(stream_mode)
     visible = visible_events(modes, join_filter=True) if modes else None
-    if run["status"] in TERMINAL_RUN_STATUSES and not sub.replayed_end:
+    if run["status"] in TERMINAL_RUN_STATUSES and (last_event_id is None or not sub.kept):
         # Finished and its events are not kept (or were not asked for): nothing to send.
         sub.close()
         return sse_response(_nothing(), {})
@@ -260,6 +279,7 @@ async def join_stream(
             with_ids=bool(run["kwargs"].get("resumable")),
         ),
         {},
+        sub,
     )
 
 
@@ -281,7 +301,7 @@ async def cancel_run(
 ) -> Response:
     svc = services(request)
     run = await _get_run_or_404(svc, thread_id, run_id)
-    sub = svc.broker.subscribe(run["run_id"]) if wait else None
+    sub = await svc.broker.subscribe(run["run_id"], only=frozenset()) if wait else None
     try:
         cancelled = await svc.runs.cancel(run["thread_id"], [run["run_id"]], action)
         if not cancelled:
