@@ -266,7 +266,12 @@ async def join_stream(
         last_event_id = checked_event_id(last_event_id)
     run, sub = await _subscribed_run(svc, thread_id, run_id, last_event_id)
     modes = join_stream_modes(stream_mode)
-    visible = visible_events(modes, join_filter=True) if modes else None
+    # Without a filter, what the run's own stream shows (as the reference, which publishes
+    # only the modes asked for): an SDK reconnecting after a drop gets what it got before.
+    if modes:
+        visible = visible_events(modes, join_filter=True)
+    else:
+        visible = visible_events(run["kwargs"].get("stream_mode") or ())
     if run["status"] in TERMINAL_RUN_STATUSES and (last_event_id is None or not sub.kept):
         # Finished and its events are not kept (or were not asked for): nothing to send.
         sub.close()

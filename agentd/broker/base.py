@@ -137,9 +137,9 @@ class Broker(Protocol):
         ...
 
 
-# An event of a resumable run as the log keeps it:
-# (run_id, thread_id, ms, seq, name, data, shown on the thread stream).
-LoggedEvent = tuple[str, str, int, int, str, bytes, bool]
+# An event of a resumable run as the log keeps it: (run_id, thread_id, ms, seq, name, data).
+# A run keeps the events its stream shows, which are also those the thread stream shows.
+LoggedEvent = tuple[str, str, int, int, str, bytes]
 # An event read back: (ms, seq, name, data).
 StoredEvent = tuple[int, int, str, bytes]
 
@@ -173,8 +173,8 @@ class EventLog(Protocol):
     async def read_thread_events(
         self, thread_id: str, after: EventKey, *, limit: int, max_bytes: int
     ) -> list[StoredEvent]:
-        """The kept events of a thread's runs that the thread stream shows, after ``after``,
-        oldest first (limits as for read_events)."""
+        """The kept events of a thread's runs after ``after``, oldest first (limits as for
+        read_events)."""
         ...
 
     async def sweep_event_logs(self, ttl: float) -> int:

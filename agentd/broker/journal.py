@@ -144,7 +144,7 @@ class Journal:
         return [
             (e[2], e[3], e[4], e[5])
             for e in (*self._inflight, *self._events)
-            if e[1] == thread_id and e[6] and (e[2], e[3]) > after
+            if e[1] == thread_id and (e[2], e[3]) > after
         ]
 
     def holds(self, run_id: str) -> bool:

@@ -13,6 +13,7 @@ it subscribed and queues everything after that live."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from agentd.broker.base import (
 )
 from agentd.broker.journal import Journal
 
+log = logging.getLogger("agentd.broker")
 RESUMABLE_TTL_SECONDS = 600.0
 RESUMABLE_MAX_EVENTS = 100_000
 RESUMABLE_MAX_BYTES = 64 * 1024 * 1024
@@ -225,11 +227,14 @@ class MemoryBroker:
         key = self._next_key()
         item = (format_event_id(key), event, data)
         channel = self._channels.get(run_id)
-        kept = channel is not None and channel.resumable
+        shown = kept = False
         if channel is not None:
             shown = event.split("|", 1)[0] in channel.shown
-            if kept and event != DONE:  # a run's end is kept as the end of its log
-                self._journal.append((run_id, channel.thread_id, *key, event, data, shown))
+            # A resumable run keeps what its stream shows (not the values every run computes
+            # for wait and join); its end is kept as the end of its log.
+            kept = channel.resumable and (shown or event == DONE)
+            if kept and event != DONE:
+                self._journal.append((run_id, channel.thread_id, *key, event, data))
             if shown:
                 for sub in tuple(self._thread_subs.get(channel.thread_id, ())):
                     self._deliver(sub, key, item, kept=kept)
@@ -243,7 +248,12 @@ class MemoryBroker:
         if sub.replaying_run and kept:
             return  # it reads the event back from the journal or the log
         if name != DONE and sub.queued and sub.queued + _size(item) > self._max_queued:
-            sub._drop()  # too far behind: free its queue now rather than buffer the run
+            # Too far behind: free its queue now rather than buffer the run for it.
+            log.info(
+                "dropped a subscriber of %s %s: %d bytes queued (limit %d)",
+                sub.kind, sub.key, sub.queued, self._max_queued,
+            )  # fmt: skip
+            sub._drop()
             return
         if sub.replaying_run:
             sub._hold(key, item)

@@ -39,14 +39,13 @@ _INFLIGHT = ("pending", "running")
 EVENT_SWEEP_CHUNK = 5000
 EVENT_INSERT_ROWS = 64
 _INSERT_EVENT = (
-    "INSERT OR IGNORE INTO run_events (run_id, ms, seq, thread_id, shown, event, data)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO run_events (run_id, ms, seq, thread_id, event, data)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
-_INSERT_EVENTS = _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?, ?)" * (EVENT_INSERT_ROWS - 1)
+_INSERT_EVENTS = _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?)" * (EVENT_INSERT_ROWS - 1)
 # A resumable run's event as the broker hands it over (agentd.broker.base.LoggedEvent):
-# (run_id, thread_id, ms, seq, name, data, shown on the thread stream); read back: (ms, seq,
-# name, data).
-LoggedEvent = tuple[str, str, int, int, str, bytes, bool]
+# (run_id, thread_id, ms, seq, name, data); read back: (ms, seq, name, data).
+LoggedEvent = tuple[str, str, int, int, str, bytes]
 StoredEvent = tuple[int, int, str, bytes]
 
 
@@ -1249,7 +1248,7 @@ class SqliteStorage:
             rows = conn.execute(
                 "SELECT e.ms, e.seq, e.event, e.data FROM run_events e"
                 " JOIN run_event_logs l ON l.run_id = e.run_id"
-                " WHERE e.thread_id = ? AND e.shown AND (e.ms, e.seq) > (?, ?)"
+                " WHERE e.thread_id = ? AND (e.ms, e.seq) > (?, ?)"
                 " AND (l.expires_at IS NULL OR l.expires_at > ?)"
                 " ORDER BY e.ms, e.seq LIMIT ?",
                 (thread_id, *after, time.time(), limit),
@@ -1339,7 +1338,7 @@ def _append_run_events(
     # event loop holds for up to the switch interval. Two statement shapes only: a cached
     # statement keeps the values last bound to it (our blobs) until it is used again.
     whole = len(kept) - len(kept) % EVENT_INSERT_ROWS
-    values = [(e[0], e[2], e[3], e[1], int(e[6]), e[4], e[5]) for e in kept]
+    values = [(e[0], e[2], e[3], e[1], e[4], e[5]) for e in kept]
     inserted = 0
     for i in range(0, whole, EVENT_INSERT_ROWS):
         inserted += conn.execute(

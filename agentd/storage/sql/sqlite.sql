@@ -99,8 +99,8 @@ CREATE TABLE IF NOT EXISTS thread_ttl (
 -- The events of resumable runs (stream_resumable), kept for Last-Event-ID replay. A run's log
 -- counts its events and their bytes (for the caps: oldest trimmed first) and says when they
 -- expire: NULL while the run is in flight, RESUMABLE_STREAM_TTL_SECONDS after its end. Events
--- are inserted in id order (ms, seq); `shown` says whether the thread stream shows one. No
--- foreign keys: a log outlives its run by the TTL, and the sweeper deletes it.
+-- (those the run's stream shows, which the thread stream shows too) are inserted in id order
+-- (ms, seq). No foreign keys: a log outlives its run by the TTL, and the sweeper deletes it.
 CREATE TABLE IF NOT EXISTS run_event_logs (
     run_id     TEXT PRIMARY KEY,
     thread_id  TEXT NOT NULL,
@@ -115,9 +115,8 @@ CREATE TABLE IF NOT EXISTS run_events (
     ms        INTEGER NOT NULL,
     seq       INTEGER NOT NULL,
     thread_id TEXT NOT NULL,
-    shown     INTEGER NOT NULL,
     event     TEXT NOT NULL,
     data      BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS run_events_run ON run_events (run_id, ms, seq);
-CREATE INDEX IF NOT EXISTS run_events_thread ON run_events (thread_id, ms, seq) WHERE shown;
+CREATE INDEX IF NOT EXISTS run_events_thread ON run_events (thread_id, ms, seq);
