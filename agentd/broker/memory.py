@@ -220,10 +220,11 @@ class MemoryBroker:
         )
 
     async def publish(self, run_id: str, event: str, data: bytes) -> None:
-        self._emit(run_id, event, data)
-        await self._journal.room()
+        if self._emit(run_id, event, data):
+            await self._journal.room()  # only runs that keep events wait for the disk
 
-    def _emit(self, run_id: str, event: str, data: bytes) -> None:
+    def _emit(self, run_id: str, event: str, data: bytes) -> bool:
+        """Send an event to its subscribers and, if the run keeps it, to the journal."""
         key = self._next_key()
         item = (format_event_id(key), event, data)
         channel = self._channels.get(run_id)
@@ -240,6 +241,7 @@ class MemoryBroker:
                     self._deliver(sub, key, item, kept=kept)
         for sub in tuple(self._run_subs.get(run_id, ())):
             self._deliver(sub, key, item, kept=kept)
+        return kept
 
     def _deliver(self, sub: MemorySubscription, key: EventKey, item: Event, *, kept: bool) -> None:
         name = item[1]
