@@ -38,6 +38,7 @@ WAL_CHECKPOINT_SECONDS = 1.0
 _INFLIGHT = ("pending", "running")
 EVENT_SWEEP_CHUNK = 5000
 EVENT_INSERT_ROWS = 64
+EVENT_INSERT_BYTES = 256 * 1024
 _INSERT_EVENT = (
     "INSERT OR IGNORE INTO run_events (run_id, ms, seq, thread_id, event, data)"
     " VALUES (?, ?, ?, ?, ?, ?)"
@@ -1334,17 +1335,18 @@ def _append_run_events(
         keep += 1
         keep_bytes += len(event[5])
     kept = batch[len(batch) - keep :]
-    # Many rows per statement: each statement releases and takes back the GIL, which a busy
-    # event loop holds for up to the switch interval. Two statement shapes only: a cached
-    # statement keeps the values last bound to it (our blobs) until it is used again.
-    whole = len(kept) - len(kept) % EVENT_INSERT_ROWS
+    # Small events many rows per statement: each statement releases and takes back the GIL,
+    # which a busy event loop holds for up to the switch interval. Two statement shapes only,
+    # and the larger one for small data only: a cached statement keeps the values last bound
+    # to it (our blobs) until it is used again.
     values = [(e[0], e[2], e[3], e[1], e[4], e[5]) for e in kept]
     inserted = 0
-    for i in range(0, whole, EVENT_INSERT_ROWS):
-        inserted += conn.execute(
-            _INSERT_EVENTS, [v for row in values[i : i + EVENT_INSERT_ROWS] for v in row]
-        ).rowcount
-    inserted += conn.executemany(_INSERT_EVENT, values[whole:]).rowcount
+    for i in range(0, len(values), EVENT_INSERT_ROWS):
+        rows = values[i : i + EVENT_INSERT_ROWS]
+        if len(rows) == EVENT_INSERT_ROWS and sum(len(r[5]) for r in rows) <= EVENT_INSERT_BYTES:
+            inserted += conn.execute(_INSERT_EVENTS, [v for row in rows for v in row]).rowcount
+        else:
+            inserted += conn.executemany(_INSERT_EVENT, rows).rowcount
     if inserted == len(kept):  # else a batch written twice: its events are counted already
         count, size = count + keep, size + keep_bytes
     if count > max_events or size > max_bytes:
