@@ -39,6 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from agentd.api.app import create_app
+    from agentd.api.connection import AbortableHttpToolsProtocol
     from agentd.config import ConfigError, load_settings
     from agentd.embeddings import index_config
     from agentd.graphs import GraphRegistry
@@ -64,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=AbortableHttpToolsProtocol,  # httptools, with a way to abort a connection
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)

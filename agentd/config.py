@@ -93,6 +93,9 @@ class Settings:
     run_timeout: float | None = None  # seconds per attempt (BG_JOB_TIMEOUT_SECS)
     max_attempts: int = 3  # attempts before a run whose process keeps dying fails
     resumable_ttl: float = 600.0  # seconds a resumable run's events are kept after its end
+    resumable_max_events: int = 100_000  # a resumable run keeps its newest events up to these
+    resumable_max_bytes: int = 64 * 1024 * 1024
+    stream_subscriber_max_bytes: int = 4 * 1024 * 1024  # queued for one stream, else dropped
     graphs: tuple[GraphSpec, ...] = ()
     dependencies: tuple[Path, ...] = ()
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
@@ -142,6 +145,11 @@ def load_settings(
         run_timeout=_env_number("BG_JOB_TIMEOUT_SECS", float, None),
         max_attempts=_env_number("BG_JOB_MAX_RETRIES", int, 3),
         resumable_ttl=_env_number("RESUMABLE_STREAM_TTL_SECONDS", float, 600.0),
+        resumable_max_events=_env_number("RESUMABLE_STREAM_MAX_EVENTS", int, 100_000),
+        resumable_max_bytes=_env_number("RESUMABLE_STREAM_MAX_BYTES", int, 64 * 1024 * 1024),
+        stream_subscriber_max_bytes=_env_number(
+            "STREAM_SUBSCRIBER_MAX_BYTES", int, 4 * 1024 * 1024
+        ),
         graphs=_parse_graphs(raw.get("graphs"), path),
         dependencies=_parse_dependencies(raw.get("dependencies", []), base, path),
         webhooks=_parse_webhooks(raw.get("webhooks"), raw.get("http"), path),

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from agentd.broker.base import Broker
 from agentd.broker.memory import MemoryBroker
 from agentd.config import Settings
 from agentd.crons.scheduler import Scheduler
@@ -28,7 +29,7 @@ from agentd.webhooks.sender import WebhookSender
 class Services:
     settings: Settings
     storage: SqliteStorage
-    broker: MemoryBroker
+    broker: Broker
     graphs: GraphRegistry
     runs: RunService
     states: ThreadStates
@@ -65,7 +66,15 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
     await storage.open()
     try:
         await storage.sync_default_assistants(graphs.default_assistants())
-        broker = MemoryBroker(resumable_ttl=settings.resumable_ttl)
+        # One process: events fan out in memory, resumable runs' events are kept in the file.
+        broker: Broker = MemoryBroker(
+            storage,
+            resumable_ttl=settings.resumable_ttl,
+            resumable_max_events=settings.resumable_max_events,
+            resumable_max_bytes=settings.resumable_max_bytes,
+            subscriber_max_bytes=settings.stream_subscriber_max_bytes,
+        )
+        await broker.start()
         webhooks = WebhookSender(settings.webhooks, storage)
         executor = Executor(
             storage,
@@ -115,6 +124,7 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             await sweeper.stop()
             await scheduler.stop()
             await worker.stop()
+            await broker.stop()  # the events of runs just handed back are written first
             # Deliveries under way get a short grace; the rest stay in the outbox.
             await webhooks.stop()
     finally:

@@ -12,7 +12,7 @@ from agentd import serde
 from agentd.api.common import JSON, get_thread_or_404, make_router, services, uuid_param
 from agentd.api.sse import on_client_gone, run_events, sse_response
 from agentd.api.streams import checked_event_id, join_stream_modes
-from agentd.broker.memory import DONE, Subscription
+from agentd.broker.base import DONE, SubscriberDropped, Subscription
 from agentd.ids import uuid7
 from agentd.runs.streaming import Reducer, visible_events
 from agentd.schemas import (
@@ -29,6 +29,8 @@ from agentd.storage.base import Row
 
 router = make_router("Runs")
 KEEPALIVE_SECONDS = 5.0
+# What wait and join fold into their result (DONE always comes): nothing else is queued.
+RESULT_EVENTS = frozenset({"values", "error"})
 
 
 # ------------------------------------------------------------------ background runs
@@ -122,7 +124,18 @@ async def _result_stream(
     finished = False
     try:
         while True:
-            item = await sub.get(KEEPALIVE_SECONDS)
+            try:
+                item = await sub.get(KEEPALIVE_SECONDS)
+            except SubscriberDropped:
+                # It folds events as they come, so only a burst that never let it run gets
+                # here. What it missed is in the thread once the run ends: follow the run's
+                # end from now on, and read the result from there.
+                reducer = Reducer()
+                sub = await svc.broker.subscribe(run["run_id"], only=RESULT_EVENTS)
+                if await has_ended(svc, run):
+                    finished = True
+                    break
+                continue
             if item is None:
                 if await has_ended(svc, run):
                     finished = True
@@ -157,11 +170,11 @@ def _canceller(svc: Services, run: Row) -> Callable[[], Awaitable[None]]:
 
 
 async def _create_subscribed(
-    svc: Services, thread_id: str | None, body: RunCreate
+    svc: Services, thread_id: str | None, body: RunCreate, only: frozenset[str] | None = None
 ) -> tuple[Row, Subscription]:
     """Create a run, subscribed to its events before it exists so that none is missed."""
     run_id = str(uuid7())
-    sub = svc.broker.subscribe(run_id)
+    sub = await svc.broker.subscribe(run_id, only=only)
     try:
         run = await svc.runs.create(thread_id, body, run_id=run_id)
     except BaseException:
@@ -171,10 +184,14 @@ async def _create_subscribed(
 
 
 async def _subscribed_run(
-    svc: Services, thread_id: str, run_id: str, last_event_id: str | None = None
+    svc: Services,
+    thread_id: str,
+    run_id: str,
+    last_event_id: str | None = None,
+    only: frozenset[str] | None = None,
 ) -> tuple[Row, Subscription]:
     """An existing run, subscribed to its events before its status is read."""
-    sub = svc.broker.subscribe(uuid_param(run_id, "run"), last_event_id)
+    sub = await svc.broker.subscribe(uuid_param(run_id, "run"), last_event_id, only=only)
     try:
         return await _get_run_or_404(svc, thread_id, run_id), sub
     except BaseException:
@@ -183,7 +200,7 @@ async def _subscribed_run(
 
 
 async def _wait(svc: Services, thread_id: str | None, body: RunCreate) -> Response:
-    run, sub = await _create_subscribed(svc, thread_id, body)
+    run, sub = await _create_subscribed(svc, thread_id, body, RESULT_EVENTS)
     base = f"/threads/{run['thread_id']}/runs/{run['run_id']}"
     return StreamingResponse(
         _result_stream(svc, run, sub, body.on_disconnect == "cancel"),
@@ -207,7 +224,7 @@ async def join_run(
     thread_id: str, run_id: str, request: Request, cancel_on_disconnect: bool = False
 ) -> Response:
     svc = services(request)
-    run, sub = await _subscribed_run(svc, thread_id, run_id)
+    run, sub = await _subscribed_run(svc, thread_id, run_id, only=RESULT_EVENTS)
     if run["status"] in TERMINAL_RUN_STATUSES:
         sub.close()
         return JSON(await _body_after_end(svc, run, Reducer()))
@@ -232,6 +249,7 @@ async def _stream(svc: Services, thread_id: str | None, body: RunCreate) -> Resp
             ended=lambda: has_ended(svc, run),
         ),
         {"Location": f"{base}/stream", "Content-Location": base},
+        sub,
     )
 
 
@@ -259,8 +277,13 @@ async def join_stream(
         last_event_id = checked_event_id(last_event_id)
     run, sub = await _subscribed_run(svc, thread_id, run_id, last_event_id)
     modes = join_stream_modes(stream_mode)
-    visible = visible_events(modes, join_filter=True) if modes else None
-    if run["status"] in TERMINAL_RUN_STATUSES and not sub.replayed_end:
+    # Without a filter, what the run's own stream shows (as the reference, which publishes
+    # only the modes asked for): an SDK reconnecting after a drop gets what it got before.
+    if modes:
+        visible = visible_events(modes, join_filter=True)
+    else:
+        visible = visible_events(run["kwargs"].get("stream_mode") or ())
+    if run["status"] in TERMINAL_RUN_STATUSES and (last_event_id is None or not sub.kept):
         # Finished and its events are not kept (or were not asked for): nothing to send.
         sub.close()
         return sse_response(_nothing(), {})
@@ -273,6 +296,7 @@ async def join_stream(
             ended=lambda: has_ended(svc, run),
         ),
         {},
+        sub,
     )
 
 
@@ -294,7 +318,7 @@ async def cancel_run(
 ) -> Response:
     svc = services(request)
     run = await _get_run_or_404(svc, thread_id, run_id)
-    sub = svc.broker.subscribe(run["run_id"]) if wait else None
+    sub = await svc.broker.subscribe(run["run_id"], only=frozenset()) if wait else None
     try:
         cancelled = await svc.runs.cancel(run["thread_id"], [run["run_id"]], action)
         if not cancelled:

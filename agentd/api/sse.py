@@ -1,15 +1,17 @@
 """Server-sent events framed as the Agent Server does: CRLF lines, an ``id:`` line on
 resumable streams, a heartbeat comment while idle, no terminal event (the stream closes when
-the run ends)."""
+the run ends); a stream whose subscriber the broker dropped (too far behind) is cut."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from agentd.broker.memory import DONE, Subscription
+from agentd.api.connection import connection_aborter
+from agentd.broker.base import DONE, SubscriberDropped, Subscription
 from agentd.runs.streaming import event_visible
 
 HEARTBEAT_SECONDS = 5.0
@@ -45,7 +47,8 @@ async def run_events(
     """Frames of a subscription's events until its run ends (``until_done``) or the client
     leaves, in which case ``on_disconnect`` runs. ``visible``: the event names sent (before any
     "|namespace"), or a test of the name; None sends all. ``ended`` is asked at each heartbeat
-    whether the run has ended, in case its end event was lost."""
+    whether the run has ended, in case its end event was lost. A dropped subscriber ends the
+    stream; the client did not leave, so ``on_disconnect`` does not run."""
     if visible is None or callable(visible):
         shows = visible
     else:
@@ -54,7 +57,10 @@ async def run_events(
     finished = False
     try:
         while True:
-            item = await sub.get(HEARTBEAT_SECONDS)
+            try:
+                item = await sub.get(HEARTBEAT_SECONDS)
+            except SubscriberDropped:
+                return
             if item is None:
                 if until_done and ended is not None and await ended():
                     finished = True
@@ -71,11 +77,34 @@ async def run_events(
                 yield frame(event, data, event_id if with_ids else None)
     finally:
         sub.close()
-        if not finished and on_disconnect is not None:
+        if not finished and not sub.dropped and on_disconnect is not None:
             on_client_gone(on_disconnect)
 
 
-def sse_response(body: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:
-    return StreamingResponse(
-        body, media_type="text/event-stream; charset=utf-8", headers={**HEADERS, **headers}
-    )
+class EventStream(StreamingResponse):
+    """An SSE response that aborts its connection when the broker drops its subscriber: the
+    response may be stuck writing to a client that stopped reading, where ending the body
+    would not close anything (see agentd.api.connection). The client sees the connection
+    reset; a resumable stream's client reconnects with its Last-Event-ID."""
+
+    def __init__(
+        self, body: AsyncIterator[bytes], headers: dict[str, str], sub: Subscription | None
+    ) -> None:
+        super().__init__(
+            body, media_type="text/event-stream; charset=utf-8", headers={**HEADERS, **headers}
+        )
+        self._sub = sub
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        abort = connection_aborter(scope)
+        if self._sub is not None and abort is not None:
+            loop = asyncio.get_running_loop()
+            # From the broker's publish: abort once it has returned.
+            self._sub.on_drop(lambda: loop.call_soon(abort))
+        await super().__call__(scope, receive, send)
+
+
+def sse_response(
+    body: AsyncIterator[bytes], headers: dict[str, str], sub: Subscription | None = None
+) -> StreamingResponse:
+    return EventStream(body, headers, sub)

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from agentd import serde
 from agentd.api.common import get_thread_or_404, make_router, services
 from agentd.api.sse import run_events, sse_response
-from agentd.broker.memory import parse_event_id
+from agentd.broker.base import parse_event_id
 from agentd.runs.streaming import SUPPORTED_MODES
 from agentd.schemas import Unprocessable
 from agentd.services import Services
@@ -29,7 +29,7 @@ async def publish_state_update(svc: Services, thread_id: str) -> None:
     if thread is not None:
         state = await svc.states.get(thread)
         payload = serde.dumps({"state": state, "thread_id": thread_id})
-        svc.broker.publish_thread(thread_id, "state_update", payload)
+        await svc.broker.publish_thread(thread_id, "state_update", payload)
 
 
 def checked_event_id(value: str) -> str:
@@ -92,7 +92,7 @@ async def thread_stream(
         )
     if last_event_id is not None:
         checked_event_id(last_event_id)
-    sub = svc.broker.subscribe_thread(thread["thread_id"], last_event_id)
+    sub = await svc.broker.subscribe_thread(thread["thread_id"], last_event_id)
     shown = {"state_update"} if "state_update" in modes else set()
     if "lifecycle" in modes:
         shown.add("metadata")
@@ -102,4 +102,4 @@ async def thread_stream(
         return event in shown or (every_run_event and event != "state_update")
 
     frames = run_events(sub, shows, with_ids=True, until_done=False)
-    return sse_response(frames, {})
+    return sse_response(frames, {}, sub)

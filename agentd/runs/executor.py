@@ -15,7 +15,7 @@ import orjson
 from langgraph.types import Command, Send
 
 from agentd import serde
-from agentd.broker.memory import MemoryBroker
+from agentd.broker.base import Broker
 from agentd.graphs import GraphRegistry
 from agentd.runs.control import RunControl
 from agentd.runs.streaming import EventEncoder, langgraph_modes, split_item, visible_events
@@ -45,7 +45,7 @@ class Executor:
     def __init__(
         self,
         storage: Storage,
-        broker: MemoryBroker,
+        broker: Broker,
         graphs: GraphRegistry,
         webhooks: WebhookSender,
         *,

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from agentd import serde
-from agentd.broker.memory import MemoryBroker
+from agentd.broker.base import Broker
 from agentd.graphs import GraphRegistry
 from agentd.ids import parse_uuid, uuid7
 from agentd.runs.streaming import SUPPORTED_MODES
@@ -27,7 +27,7 @@ class RunService:
     def __init__(
         self,
         storage: Storage,
-        broker: MemoryBroker,
+        broker: Broker,
         graphs: GraphRegistry,
         webhooks: WebhookSender,
     ):

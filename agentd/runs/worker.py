@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 
-from agentd.broker.memory import MemoryBroker
+from agentd.broker.base import Broker
 from agentd.runs.control import SHUTDOWN, RunControl
 from agentd.runs.executor import Executor
 from agentd.storage.base import Row, Storage
@@ -20,7 +20,7 @@ SHUTDOWN_GRACE = 10.0
 
 
 class Worker:
-    def __init__(self, storage: Storage, broker: MemoryBroker, executor: Executor, jobs: int):
+    def __init__(self, storage: Storage, broker: Broker, executor: Executor, jobs: int):
         self.storage = storage
         self.broker = broker
         self.executor = executor

@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,18 @@ log = logging.getLogger("agentd.storage")
 SCHEMA_VERSION = 2
 WAL_CHECKPOINT_SECONDS = 1.0
 _INFLIGHT = ("pending", "running")
+EVENT_SWEEP_CHUNK = 5000
+EVENT_INSERT_ROWS = 64
+EVENT_INSERT_BYTES = 256 * 1024
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO run_events (run_id, ms, seq, thread_id, event, data)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_EVENTS = _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?)" * (EVENT_INSERT_ROWS - 1)
+# A resumable run's event as the broker hands it over (agentd.broker.base.LoggedEvent):
+# (run_id, thread_id, ms, seq, name, data); read back: (ms, seq, name, data).
+LoggedEvent = tuple[str, str, int, int, str, bytes]
+StoredEvent = tuple[int, int, str, bytes]
 
 
 def _now() -> str:
@@ -1394,6 +1407,114 @@ class SqliteStorage:
 
         return await self._write(tx)
 
+    # ---------------------------------------------------------------- run events
+    # The EventLog of the in-process broker (agentd.broker.base): resumable runs' events,
+    # appended in batches through the group commit, capped per run, expired after the run.
+
+    async def append_events(
+        self,
+        events: Sequence[LoggedEvent],
+        ends: Sequence[tuple[str, float]],
+        *,
+        max_events: int,
+        max_bytes: int,
+    ) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            by_run: dict[str, list[LoggedEvent]] = {}
+            for event in events:
+                by_run.setdefault(event[0], []).append(event)
+            for run_id, batch in by_run.items():
+                _append_run_events(conn, run_id, batch, max_events, max_bytes)
+            conn.executemany(
+                "UPDATE run_event_logs SET expires_at = ? WHERE run_id = ?",
+                [(expires_at, run_id) for run_id, expires_at in ends],
+            )
+
+        await self._write(tx)
+
+    async def read_events(
+        self, run_id: str, after: tuple[int, int], *, limit: int, max_bytes: int
+    ) -> tuple[list[StoredEvent], bool | None]:
+        def q(conn: sqlite3.Connection) -> tuple[list[StoredEvent], bool | None]:
+            log_ = conn.execute(
+                "SELECT expires_at FROM run_event_logs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if log_ is None or (log_[0] is not None and log_[0] <= time.time()):
+                return [], None
+            rows = conn.execute(
+                "SELECT ms, seq, event, data FROM run_events"
+                " WHERE run_id = ? AND (ms, seq) > (?, ?) ORDER BY ms, seq LIMIT ?",
+                (run_id, *after, limit),
+            )
+            return _event_page(rows, max_bytes), log_[0] is not None
+
+        return await self._read(q)
+
+    async def read_thread_events(
+        self, thread_id: str, after: tuple[int, int], *, limit: int, max_bytes: int
+    ) -> list[StoredEvent]:
+        def q(conn: sqlite3.Connection) -> list[StoredEvent]:
+            rows = conn.execute(
+                "SELECT e.ms, e.seq, e.event, e.data FROM run_events e"
+                " JOIN run_event_logs l ON l.run_id = e.run_id"
+                " WHERE e.thread_id = ? AND (e.ms, e.seq) > (?, ?)"
+                " AND (l.expires_at IS NULL OR l.expires_at > ?)"
+                " ORDER BY e.ms, e.seq LIMIT ?",
+                (thread_id, *after, time.time(), limit),
+            )
+            return _event_page(rows, max_bytes)
+
+        return await self._read(q)
+
+    async def sweep_event_logs(self, ttl: float) -> int:
+        now = time.time()
+
+        def expired(conn: sqlite3.Connection) -> list[str]:
+            # A log still open whose run is no longer in flight lost its end with a process.
+            conn.execute(
+                "UPDATE run_event_logs SET expires_at = ? WHERE expires_at IS NULL AND run_id"
+                " NOT IN (SELECT run_id FROM runs WHERE status IN ('pending', 'running'))",
+                (now + ttl,),
+            )
+            return [
+                row[0]
+                for row in conn.execute(
+                    "SELECT run_id FROM run_event_logs WHERE expires_at <= ?", (now,)
+                )
+            ]
+
+        run_ids = await self._write(expired)
+        for run_id in run_ids:
+            # In chunks, so that other writes are not held up behind a long delete.
+            def chunk(conn: sqlite3.Connection, run_id: str = run_id) -> int:
+                return conn.execute(
+                    "DELETE FROM run_events WHERE rowid IN"
+                    " (SELECT rowid FROM run_events WHERE run_id = ? LIMIT ?)",
+                    (run_id, EVENT_SWEEP_CHUNK),
+                ).rowcount
+
+            while await self._write(chunk) == EVENT_SWEEP_CHUNK:
+                pass
+
+            def forget(conn: sqlite3.Connection, run_id: str = run_id) -> None:
+                conn.execute(
+                    "DELETE FROM run_event_logs WHERE run_id = ? AND expires_at <= ?",
+                    (run_id, now),
+                )
+
+            await self._write(forget)
+        return len(run_ids)
+
+    async def last_event_key(self) -> tuple[int, int] | None:
+        def q(conn: sqlite3.Connection) -> tuple[int, int] | None:
+            # Inserted in id order, so the newest row has the highest id.
+            row = conn.execute(
+                "SELECT ms, seq FROM run_events ORDER BY rowid DESC LIMIT 1"
+            ).fetchone()
+            return (row[0], row[1]) if row else None
+
+        return await self._read(q)
+
 
 def _sql(name: str) -> str:
     return resources.files("agentd.storage").joinpath(f"sql/{name}").read_text()
@@ -1435,6 +1556,93 @@ def _statements(script: str) -> list[str]:
     """The statements of a migration script (no triggers: ``;`` ends each statement)."""
     lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _append_run_events(
+    conn: sqlite3.Connection,
+    run_id: str,
+    batch: list[LoggedEvent],
+    max_events: int,
+    max_bytes: int,
+) -> None:
+    """Append one run's events and trim its oldest past the caps."""
+    row = conn.execute(
+        "SELECT events, bytes FROM run_event_logs WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO run_event_logs (run_id, thread_id) VALUES (?, ?)", (run_id, batch[0][1])
+        )
+        count, size = 0, 0
+    else:
+        count, size = row
+    # Only the newest events of the batch that fit (at least one): older ones would be
+    # trimmed at once.
+    keep = keep_bytes = 0
+    for event in reversed(batch):
+        if keep and (keep + 1 > max_events or keep_bytes + len(event[5]) > max_bytes):
+            break
+        keep += 1
+        keep_bytes += len(event[5])
+    kept = batch[len(batch) - keep :]
+    # Small events many rows per statement: each statement releases and takes back the GIL,
+    # which a busy event loop holds for up to the switch interval. Two statement shapes only,
+    # and the larger one for small data only: a cached statement keeps the values last bound
+    # to it (our blobs) until it is used again.
+    values = [(e[0], e[2], e[3], e[1], e[4], e[5]) for e in kept]
+    inserted = 0
+    for i in range(0, len(values), EVENT_INSERT_ROWS):
+        rows = values[i : i + EVENT_INSERT_ROWS]
+        if len(rows) == EVENT_INSERT_ROWS and sum(len(r[5]) for r in rows) <= EVENT_INSERT_BYTES:
+            inserted += conn.execute(_INSERT_EVENTS, [v for row in rows for v in row]).rowcount
+        else:
+            inserted += conn.executemany(_INSERT_EVENT, rows).rowcount
+    if inserted == len(kept):  # else a batch written twice: its events are counted already
+        count, size = count + keep, size + keep_bytes
+    if count > max_events or size > max_bytes:
+        # Trim an eighth below the caps (as Redis's approximate MAXLEN ~ does): one larger
+        # delete now and then costs far less than a few rows at every append. The cut is
+        # the first old event by which enough events and bytes are counted, or all old ones.
+        need_events = max(0, count - (max_events - max_events // 8))
+        need_bytes = max(0, size - (max_bytes - max_bytes // 8))
+        older = (run_id, kept[0][2], kept[0][3])
+        cut = conn.execute(
+            "SELECT ms, seq, n, b FROM (SELECT ms, seq, count(*) OVER w AS n,"
+            " sum(length(data)) OVER w AS b FROM run_events"
+            " WHERE run_id = ? AND (ms, seq) < (?, ?)"
+            " WINDOW w AS (ORDER BY ms, seq ROWS UNBOUNDED PRECEDING))"
+            " WHERE n >= ? AND b >= ? LIMIT 1",
+            (*older, need_events, need_bytes),
+        ).fetchone()
+        if cut is None:
+            cut = conn.execute(
+                "SELECT max(ms), max(seq), count(*), coalesce(sum(length(data)), 0)"
+                " FROM run_events WHERE run_id = ? AND (ms, seq) < (?, ?)",
+                older,
+            ).fetchone()
+            where = "(ms, seq) < (?, ?)"
+            args: tuple[Any, ...] = older
+        else:
+            where = "(ms, seq) <= (?, ?)"
+            args = (run_id, cut[0], cut[1])
+        conn.execute(f"DELETE FROM run_events WHERE run_id = ? AND {where}", args)
+        count, size = count - cut[2], size - cut[3]
+    conn.execute(
+        "UPDATE run_event_logs SET events = ?, bytes = ? WHERE run_id = ?", (count, size, run_id)
+    )
+
+
+def _event_page(rows: sqlite3.Cursor, max_bytes: int) -> list[StoredEvent]:
+    """Rows up to ``max_bytes`` of data (at least one)."""
+    page: list[StoredEvent] = []
+    size = 0
+    for ms, seq, event, data in rows:
+        page.append((ms, seq, event, data))
+        size += len(data)
+        if size >= max_bytes:
+            break
+    rows.close()
+    return page
 
 
 def _insert_run(

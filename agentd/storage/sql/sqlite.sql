@@ -125,3 +125,28 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
     created_at      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_attempt_at);
+
+-- The events of resumable runs (stream_resumable), kept for Last-Event-ID replay. A run's log
+-- counts its events and their bytes (for the caps: oldest trimmed first) and says when they
+-- expire: NULL while the run is in flight, RESUMABLE_STREAM_TTL_SECONDS after its end. Events
+-- (those the run's stream shows, which the thread stream shows too) are inserted in id order
+-- (ms, seq). No foreign keys: a log outlives its run by the TTL, and the sweeper deletes it.
+CREATE TABLE IF NOT EXISTS run_event_logs (
+    run_id     TEXT PRIMARY KEY,
+    thread_id  TEXT NOT NULL,
+    events     INTEGER NOT NULL DEFAULT 0,
+    bytes      INTEGER NOT NULL DEFAULT 0,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS run_event_logs_expiry ON run_event_logs (expires_at);
+
+CREATE TABLE IF NOT EXISTS run_events (
+    run_id    TEXT NOT NULL,
+    ms        INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,
+    thread_id TEXT NOT NULL,
+    event     TEXT NOT NULL,
+    data      BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS run_events_run ON run_events (run_id, ms, seq);
+CREATE INDEX IF NOT EXISTS run_events_thread ON run_events (thread_id, ms, seq);
