@@ -35,6 +35,7 @@ T = TypeVar("T")
 log = logging.getLogger("agentd.storage")
 SCHEMA_VERSION = 2
 WAL_CHECKPOINT_SECONDS = 1.0
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 _INFLIGHT = ("pending", "running")
 EVENT_SWEEP_CHUNK = 5000
 EVENT_INSERT_ROWS = 64
@@ -242,6 +243,9 @@ class SqliteStorage:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # done in the background
+        # A burst can grow the WAL to hundreds of MB before a checkpoint catches up; once it is
+        # copied back, the next write truncates it to this size instead of keeping it all.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA foreign_keys = ON")
