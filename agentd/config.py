@@ -18,6 +18,10 @@ T = TypeVar("T")
 # Runs executed at once by one process. A run is an asyncio task that mostly waits on model and
 # tool I/O, so a slot costs memory, not a thread: the default is sized for I/O-bound agents.
 DEFAULT_JOBS = 100
+# The largest request body accepted (HTTP_MAX_REQUEST_BODY_BYTES). The official server allows
+# 300 MiB; a body is parsed and validated in memory, so agentd keeps the default to what a run
+# input, a state update or a store item plausibly needs.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -92,6 +96,7 @@ class Settings:
     run_timeout: float | None = None  # seconds per attempt (BG_JOB_TIMEOUT_SECS)
     max_attempts: int = 3  # attempts before a run whose process keeps dying fails
     resumable_ttl: float = 600.0  # seconds a resumable run's events are kept after its end
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies get 413
     graphs: tuple[GraphSpec, ...] = ()
     dependencies: tuple[Path, ...] = ()
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
@@ -141,6 +146,7 @@ def load_settings(
         run_timeout=_env_number("BG_JOB_TIMEOUT_SECS", float, None),
         max_attempts=_env_number("BG_JOB_MAX_RETRIES", int, 3),
         resumable_ttl=_env_number("RESUMABLE_STREAM_TTL_SECONDS", float, 600.0),
+        max_body_bytes=_env_number("HTTP_MAX_REQUEST_BODY_BYTES", int, DEFAULT_MAX_BODY_BYTES),
         graphs=_parse_graphs(raw.get("graphs"), path),
         dependencies=_parse_dependencies(raw.get("dependencies", []), base, path),
         webhooks=_parse_webhooks(raw.get("webhooks"), raw.get("http"), path),
@@ -155,12 +161,13 @@ def _env_number(name: str, kind: type[T], default: T) -> T:
     value = os.environ.get(name)
     if not value:
         return default
+    expected = "a positive integer" if kind is int else "a positive number"
     try:
         number = kind(value)  # type: ignore[call-arg]
     except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if number <= 0:  # type: ignore[operator]
-        raise ConfigError(f"{name} must be positive, got {value!r}")
+        raise ConfigError(f"{name} must be {expected}, got {value!r}") from None
+    if not number > 0:  # type: ignore[operator]  # (also refuses NaN)
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
     return number
 
 

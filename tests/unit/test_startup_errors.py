@@ -74,7 +74,7 @@ def test_bad_environment_number(tmp_path: Path) -> None:
         env={**os.environ, "BG_JOB_MAX_RETRIES": "many"},
     )  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip() == "agentd: BG_JOB_MAX_RETRIES must be a number, got 'many'"
+    assert result.stderr.strip() == "agentd: BG_JOB_MAX_RETRIES must be a positive integer, got 'many'"
 
 
 def test_env_file_is_loaded_without_overriding_the_environment(
