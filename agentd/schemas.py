@@ -78,8 +78,14 @@ class Command(_Body):
 
 
 class RunConfig(_Body):
+    """LangChain's ``RunnableConfig`` as JSON can carry it: typed, so a wrong type is a 422
+    rather than a run that fails (or a request that crashes) later."""
+
     tags: list[str] | None = None
-    recursion_limit: int | None = None
+    metadata: dict[str, Any] | None = None
+    run_name: str | None = None
+    recursion_limit: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
     configurable: dict[str, Any] | None = None
 
 

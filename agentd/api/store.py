@@ -36,10 +36,26 @@ def _store(request: Request) -> BaseStore:
     return store
 
 
+# LangGraph's SQLite store lists namespaces to a depth by cutting every stored namespace label
+# by label in SQL, copying what is left each time: a namespace of thousands of labels, or of
+# huge ones, makes every such listing slow. Real namespaces are a few short ids.
+MAX_NAMESPACE_LABELS = 64
+MAX_LABEL_LENGTH = 1024
+
+
 def _namespace(labels: list[str] | None, *, wildcard: bool = False) -> tuple[str, ...]:
     """Labels are non-empty and dot-free: the wire joins them with dots (GET /store/items).
     No NUL either: LangGraph's stores refuse it (and PostgreSQL text cannot hold it)."""
+    if labels and len(labels) > MAX_NAMESPACE_LABELS:
+        raise Unprocessable(
+            f"Namespace has {len(labels)} labels; at most {MAX_NAMESPACE_LABELS} are allowed"
+        )
     for label in labels or ():
+        if len(label) > MAX_LABEL_LENGTH:
+            raise Unprocessable(
+                f"Namespace label {label[:20]!r}... is {len(label)} characters long; "
+                f"at most {MAX_LABEL_LENGTH} are allowed"
+            )
         if not label or "." in label or "\0" in label or (label == "*" and not wildcard):
             raise Unprocessable(
                 f"Namespace label {label!r} must be a non-empty string without periods "

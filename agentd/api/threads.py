@@ -68,7 +68,7 @@ def _supersteps(body: ThreadCreate, graphs: GraphRegistry) -> list[list[StateUpd
     if not body.supersteps:
         return []
     graph_id = (body.metadata or {}).get("graph_id")
-    if graph_id not in graphs:
+    if not isinstance(graph_id, str) or graph_id not in graphs:
         raise Unprocessable(
             "supersteps need metadata.graph_id naming a served graph, got " + repr(graph_id)
         )
