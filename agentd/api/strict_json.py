@@ -18,7 +18,9 @@ import orjson
 # state. 128 leaves room for both; real payloads (messages, tool schemas) stay under 30.
 MAX_JSON_DEPTH = 128
 _INT64 = range(-(2**63), 2**63)
-# Integers of fewer digits fit in 64 bits; orjson reads longer ones as floats, without a word.
+# Integers of fewer digits fit in 64 bits. orjson takes unsigned ones up to 2**64 and reads
+# longer ones as floats, without a word: a run of this many digits (in a string too) sends the
+# body through Python's parser as well, which refuses what does not fit.
 _LONG_INTEGER = b"0" * 19
 _DIGITS = bytes.maketrans(b"0123456789", b"0" * 10)
 

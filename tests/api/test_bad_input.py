@@ -400,7 +400,7 @@ def fuzz_thread(url: str) -> str:
 
 
 @settings(
-    max_examples=120,
+    max_examples=250,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
