@@ -43,7 +43,6 @@ def _serve(args: argparse.Namespace) -> int:
     from agentd.config import ConfigError, load_settings
     from agentd.embeddings import index_config
     from agentd.graphs import GraphRegistry
-    from agentd.state import history_max_bytes
     from agentd.storage.sqlite import StorageLocked, StorageTooNew
 
     try:
@@ -53,7 +52,6 @@ def _serve(args: argparse.Namespace) -> int:
         graphs = GraphRegistry(settings.graphs, settings.base_dir, settings.dependencies)
         graphs.load()
         index_config(settings.store_index, settings.base_dir)  # a bad embed fails here, in one line
-        history_max_bytes()
     except ConfigError as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ start-up into one typed object. A problem here stops start-up with one clear lin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -13,11 +14,16 @@ from typing import Any, TypeVar
 from dotenv import dotenv_values
 
 T = TypeVar("T")
+log = logging.getLogger("agentd.config")
 
 
 # Runs executed at once by one process. A run is an asyncio task that mostly waits on model and
 # tool I/O, so a slot costs memory, not a thread: the default is sized for I/O-bound agents.
 DEFAULT_JOBS = 100
+# The largest request body accepted (HTTP_MAX_REQUEST_BODY_BYTES). The official server allows
+# 300 MiB; a body is parsed and validated in memory, so agentd keeps the default to what a run
+# input, a state update or a store item plausibly needs.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -96,6 +102,8 @@ class Settings:
     resumable_max_events: int = 100_000  # a resumable run keeps its newest events up to these
     resumable_max_bytes: int = 64 * 1024 * 1024
     stream_subscriber_max_bytes: int = 4 * 1024 * 1024  # queued for one stream, else dropped
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies get 413
+    history_max_bytes: int = 10 * 1024 * 1024  # one thread-history response, at most
     graphs: tuple[GraphSpec, ...] = ()
     dependencies: tuple[Path, ...] = ()
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
@@ -130,6 +138,7 @@ def load_settings(
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level")
+    _check_keys(raw, path)
     base = path.parent
     _apply_env(raw.get("env"), base)
     if jobs is None:
@@ -150,6 +159,8 @@ def load_settings(
         stream_subscriber_max_bytes=_env_number(
             "STREAM_SUBSCRIBER_MAX_BYTES", int, 4 * 1024 * 1024
         ),
+        max_body_bytes=_env_number("HTTP_MAX_REQUEST_BODY_BYTES", int, DEFAULT_MAX_BODY_BYTES),
+        history_max_bytes=_env_number("AGENTD_HISTORY_MAX_BYTES", int, 10 * 1024 * 1024),
         graphs=_parse_graphs(raw.get("graphs"), path),
         dependencies=_parse_dependencies(raw.get("dependencies", []), base, path),
         webhooks=_parse_webhooks(raw.get("webhooks"), raw.get("http"), path),
@@ -164,12 +175,13 @@ def _env_number(name: str, kind: type[T], default: T) -> T:
     value = os.environ.get(name)
     if not value:
         return default
+    expected = "a positive integer" if kind is int else "a positive number"
     try:
         number = kind(value)  # type: ignore[call-arg]
     except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if number <= 0:  # type: ignore[operator]
-        raise ConfigError(f"{name} must be positive, got {value!r}")
+        raise ConfigError(f"{name} must be {expected}, got {value!r}") from None
+    if not number > 0:  # type: ignore[operator]  # (also refuses NaN)
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
     return number
 
 
@@ -216,6 +228,100 @@ def _apply_env(env: Any, base: Path) -> None:
         raise ConfigError("'env' must be an object or the path of a .env file")
     for key, value in values.items():
         os.environ.setdefault(key, value)
+
+
+# ---------------------------------------------------------------- keys agentd does not serve
+
+# A key agentd does not implement must not be ignored while its author relies on it (an `auth`
+# section that protects nothing): configured, it stops start-up. Set to null, false or empty
+# (what asks for nothing) it is fine. Keys read only to build the platform's image are warned
+# about, unknown top-level keys too (a typo must not pass unseen).
+_TOP_LEVEL_SERVED = {"$schema", "graphs", "dependencies", "env", "store", "checkpointer",
+                     "http", "webhooks"}  # fmt: skip
+_TOP_LEVEL_REFUSED = {
+    "auth": "custom authentication is not supported yet: agentd would serve every request to "
+    "anyone, without running your handlers",
+    "encryption": "custom encryption is not supported yet: agentd would store your data in "
+    "the clear",
+    "ui": "generative UI components are not served by agentd",
+    "ui_config": "generative UI components are not served by agentd",
+    "disable_persistence": "agentd always keeps its data in --data-dir (point it at a "
+    "temporary directory instead)",
+}
+_IMAGE_BUILD = {"python_version", "node_version", "api_version", "base_image", "image_distro",
+                "dockerfile_lines", "pip_config_file", "pip_installer", "keep_pkg_tools",
+                "source", "priority", "_INTERNAL_docker_tag"}  # fmt: skip
+_HTTP_SERVED = {"disable_webhooks"}
+# Nothing to do: routes agentd does not have (removing them, or keeping them, changes
+# nothing); request headers agentd never logs; orderings and flags of custom routes,
+# middleware and auth, which are refused themselves.
+_HTTP_NOTHING_TO_DO = {
+    "disable_mcp", "disable_a2a", "disable_ui", "disable_event_streaming", "logging_headers",
+    "middleware_order", "enable_custom_route_auth",
+}  # fmt: skip
+_HTTP_REFUSED = {
+    "app": "custom routes are not supported yet",
+    "cors": "CORS rules are not supported yet",
+    "configurable_headers": "copying request headers into a run's config is not supported yet",
+    "mount_prefix": "serving under a path prefix is not supported yet",
+    "disable_assistants": "removing the /assistants routes is not supported yet",
+    "disable_threads": "removing the /threads routes is not supported yet",
+    "disable_runs": "removing the /runs routes is not supported yet",
+    "disable_store": "removing the /store routes is not supported yet",
+    "disable_meta": "removing /info, /docs and /openapi.json is not supported yet",
+}
+_CHECKPOINTER_REFUSED = {
+    "path": "a custom checkpointer is not supported: agentd keeps checkpoints in its SQLite file",
+    "serde": "serializer settings are not supported yet: LangGraph's defaults apply",
+}
+
+
+def _check_keys(raw: dict[str, Any], path: Path) -> None:
+    for key, value in raw.items():
+        if key in _TOP_LEVEL_REFUSED and _is_set(value):
+            raise ConfigError(f"{path}: '{key}': {_TOP_LEVEL_REFUSED[key]}; remove it")
+        if key in _IMAGE_BUILD:
+            log.warning("%s: '%s' only matters to an image build for the LangGraph platform; "
+                        "agentd ignores it", path, key)  # fmt: skip
+        elif key not in _TOP_LEVEL_SERVED and key not in _TOP_LEVEL_REFUSED:
+            log.warning("%s: unknown key '%s' is ignored (a typo?)", path, key)
+    http = raw.get("http")
+    if isinstance(http, dict):  # a wrong type is the section parser's error
+        for key, value in http.items():
+            if key in _HTTP_REFUSED:
+                if _is_set(value):
+                    raise ConfigError(f"{path}: 'http.{key}': {_HTTP_REFUSED[key]}; remove it")
+            elif key not in _HTTP_SERVED and key not in _HTTP_NOTHING_TO_DO:
+                raise ConfigError(f"{path}: unknown key 'http.{key}'")
+    checkpointer = raw.get("checkpointer")
+    if isinstance(checkpointer, dict):
+        for key, value in checkpointer.items():
+            if key == "backend":
+                if value not in (None, "default"):
+                    raise ConfigError(f"{path}: 'checkpointer.backend' {value!r} is not "
+                                      "supported: agentd keeps checkpoints in its SQLite file "
+                                      "(use \"default\" or leave it out)")  # fmt: skip
+            elif key in _CHECKPOINTER_REFUSED:
+                if _is_set(value):
+                    raise ConfigError(
+                        f"{path}: 'checkpointer.{key}': {_CHECKPOINTER_REFUSED[key]}; remove it"
+                    )
+            elif key != "ttl":
+                raise ConfigError(f"{path}: unknown key 'checkpointer.{key}'")
+    store = raw.get("store")
+    if isinstance(store, dict):
+        unknown = sorted(set(store) - {"index", "ttl", "path"})
+        if unknown:
+            raise ConfigError(f"{path}: unknown key 'store.{unknown[0]}'")
+
+
+def _is_set(value: Any) -> bool:
+    """Whether a setting asks for something: null, false and empty values do not."""
+    if isinstance(value, dict):
+        return any(_is_set(v) for v in value.values())
+    if isinstance(value, (list, str)):
+        return bool(value)
+    return value is not None and value is not False
 
 
 # ---------------------------------------------------------------- webhooks

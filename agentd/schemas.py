@@ -4,7 +4,7 @@ OpenAPI document), the enums they use, and the errors every layer may raise."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,6 +18,14 @@ StreamMode = Literal[
 Durability = Literal["sync", "async", "exit"]
 TERMINAL_RUN_STATUSES = ("success", "error", "timeout", "interrupted")
 MAX_OFFSET = 2**63 - 1  # what a database integer holds
+# A filter's keys become one SQL condition each, ANDed: SQLite nests such a chain one level per
+# condition and refuses more than 1000 levels. A thread search carries two filters (metadata,
+# values), each kept well under half of that.
+MAX_FILTER_KEYS = 256
+Filter = Annotated[dict[str, Any], Field(max_length=MAX_FILTER_KEYS)]
+# A start further off than a year is a cron's job (or seconds mistaken for milliseconds); the
+# due time must also stay a date the database and the clock can hold.
+MAX_AFTER_SECONDS = 365 * 24 * 3600
 
 
 class ApiError(Exception):
@@ -77,8 +85,14 @@ class Command(_Body):
 
 
 class RunConfig(_Body):
+    """LangChain's ``RunnableConfig`` as JSON can carry it: typed, so a wrong type is a 422
+    rather than a run that fails (or a request that crashes) later."""
+
     tags: list[str] | None = None
-    recursion_limit: int | None = None
+    metadata: dict[str, Any] | None = None
+    run_name: str | None = None
+    recursion_limit: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
     configurable: dict[str, Any] | None = None
 
 
@@ -104,7 +118,7 @@ class RunCreate(_Body):
     if_not_exists: Literal["create", "reject"] = "reject"
     on_completion: Literal["delete", "keep"] = "delete"
     on_disconnect: Literal["cancel", "continue"] = "continue"
-    after_seconds: float | None = Field(default=None, ge=0)
+    after_seconds: float | None = Field(default=None, ge=0, le=MAX_AFTER_SECONDS)
     checkpoint_during: bool | None = None
     durability: Durability | None = None
 
@@ -158,8 +172,8 @@ class ThreadPatch(_Body):
 
 class ThreadSearch(_Body):
     ids: list[str] | None = None
-    metadata: dict[str, Any] | None = None
-    values: dict[str, Any] | None = None
+    metadata: Filter | None = None
+    values: Filter | None = None
     status: ThreadStatus | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
@@ -185,13 +199,13 @@ class ThreadStateUpdate(_Body):
 class ThreadStateSearch(_Body):
     limit: int = Field(default=1, ge=1, le=1000)
     before: CheckpointConfig | str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Filter | None = None
     checkpoint: CheckpointConfig | None = None
 
 
 class ThreadCount(_Body):
-    metadata: dict[str, Any] | None = None
-    values: dict[str, Any] | None = None
+    metadata: Filter | None = None
+    values: Filter | None = None
     status: ThreadStatus | None = None
 
 
@@ -219,7 +233,7 @@ class StoreDelete(_Body):
 
 class StoreSearch(_Body):
     namespace_prefix: Namespace | None = None
-    filter: dict[str, Any] | None = None
+    filter: Filter | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     query: str | None = None
@@ -235,7 +249,7 @@ class StoreListNamespaces(_Body):
 
 
 class AssistantSearch(_Body):
-    metadata: dict[str, Any] | None = None
+    metadata: Filter | None = None
     graph_id: str | None = None
     name: str | None = None
     limit: int = Field(default=10, ge=1, le=1000)
@@ -251,7 +265,7 @@ class AssistantSearch(_Body):
 
 
 class AssistantCount(_Body):
-    metadata: dict[str, Any] | None = None
+    metadata: Filter | None = None
     graph_id: str | None = None
     name: str | None = None
 
@@ -279,7 +293,7 @@ class AssistantPatch(_Body):
 
 
 class AssistantVersionSearch(_Body):
-    metadata: dict[str, Any] | None = None
+    metadata: Filter | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
@@ -340,7 +354,7 @@ class CronSearch(_Body):
     assistant_id: str | None = None
     thread_id: str | None = None
     enabled: bool | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Filter | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     sort_by: Literal[
@@ -360,4 +374,4 @@ class CronSearch(_Body):
 class CronCount(_Body):
     assistant_id: str | None = None
     thread_id: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Filter | None = None

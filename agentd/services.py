@@ -19,7 +19,7 @@ from agentd.graphs import GraphRegistry
 from agentd.runs.executor import Executor
 from agentd.runs.service import RunService
 from agentd.runs.worker import Worker
-from agentd.state import ThreadStates, history_max_bytes
+from agentd.state import ThreadStates
 from agentd.storage.sqlite import SqliteStorage
 from agentd.sweeper import ThreadSweeper
 from agentd.webhooks.sender import WebhookSender
@@ -93,7 +93,7 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             broker=broker,
             graphs=graphs,
             runs=runs,
-            states=ThreadStates(storage, graphs, max_history_bytes=history_max_bytes()),
+            states=ThreadStates(storage, graphs, max_history_bytes=settings.history_max_bytes),
             worker=worker,
             webhooks=webhooks,
             crons=CronService(storage, runs, scheduler.wake),

@@ -3,7 +3,6 @@ shaped as the Agent Server's ``ThreadState``."""
 
 from __future__ import annotations
 
-import os
 from contextlib import aclosing
 from typing import Any
 
@@ -12,7 +11,6 @@ from langgraph.errors import InvalidUpdateError
 from langgraph.types import StateSnapshot, StateUpdate
 
 from agentd import serde
-from agentd.config import ConfigError
 from agentd.graphs import GraphRegistry
 from agentd.schemas import BadRequest, CheckpointConfig, Conflict, NotFound, Unprocessable
 from agentd.storage.base import Row, Storage
@@ -31,22 +29,7 @@ EMPTY_STATE: dict[str, Any] = {
 }
 
 
-HISTORY_MAX_BYTES_ENV = "AGENTD_HISTORY_MAX_BYTES"
-HISTORY_MAX_BYTES = 10 * 1024 * 1024
-
-
-def history_max_bytes() -> int:
-    """The byte budget of one history response, from the environment."""
-    value = os.environ.get(HISTORY_MAX_BYTES_ENV)
-    if not value:
-        return HISTORY_MAX_BYTES
-    try:
-        budget = int(value)
-    except ValueError:
-        budget = 0
-    if budget <= 0:
-        raise ConfigError(f"{HISTORY_MAX_BYTES_ENV} must be a positive integer, got {value!r}")
-    return budget
+HISTORY_MAX_BYTES = 10 * 1024 * 1024  # AGENTD_HISTORY_MAX_BYTES
 
 
 class ThreadStates:

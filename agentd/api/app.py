@@ -13,7 +13,9 @@ from starlette.exceptions import HTTPException
 
 from agentd import __version__
 from agentd.api import assistants, crons, runs, store, streams, system, threads
-from agentd.api.common import JSON, BodyRangeError
+from agentd.api.body_limit import BodyLimit
+from agentd.api.common import JSON
+from agentd.api.strict_json import BodyRangeError
 from agentd.config import Settings
 from agentd.graphs import GraphRegistry
 from agentd.schemas import ApiError
@@ -39,6 +41,7 @@ def create_app(settings: Settings, graphs: GraphRegistry) -> FastAPI:
         # not document OpenTelemetry, so they are off rather than a cost on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     for module in (system, assistants, threads, runs, streams, crons, store):
         # The routes go straight into the app's router: an included router is matched as a
         # nested router on every request, which cost ~10% of a request's CPU here.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -11,38 +10,19 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from agentd import serde
+from agentd.api import strict_json
 from agentd.ids import parse_uuid
 from agentd.schemas import NotFound, Unprocessable
 from agentd.services import Services
 from agentd.storage.base import Row
 
-_INT64 = range(-(2**63), 2**63)
-
-
-class BodyRangeError(json.JSONDecodeError):
-    """A JSON body that parses but cannot be stored: a marked kind of invalid JSON."""
-
-
-def _int64(text: str) -> int:
-    value = int(text)
-    if value not in _INT64:
-        raise BodyRangeError(f"integer {text} does not fit in 64 bits", text, 0)
-    return value
-
-
-def _no_constant(text: str) -> float:
-    raise BodyRangeError(f"{text} is not a JSON number", text, 0)
-
 
 class _StrictJSONRequest(Request):
-    """Parses bodies as strict JSON: no NaN/Infinity, integers within 64 bits, so what is
-    accepted can be stored and sent back unchanged."""
+    """Parses bodies as strict JSON (see ``strict_json``)."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json.loads(
-                await self.body(), parse_int=_int64, parse_constant=_no_constant
-            )
+            self._json = strict_json.loads(await self.body())
         return self._json
 
 

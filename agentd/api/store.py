@@ -36,14 +36,40 @@ def _store(request: Request) -> BaseStore:
     return store
 
 
+# LangGraph's SQLite store lists namespaces to a depth by cutting every stored namespace label
+# by label in SQL, copying what is left each time: a namespace of thousands of labels, or of
+# huge ones, makes every such listing slow. Real namespaces are a few short ids.
+MAX_NAMESPACE_LABELS = 64
+MAX_LABEL_LENGTH = 1024
+
+
 def _namespace(labels: list[str] | None, *, wildcard: bool = False) -> tuple[str, ...]:
-    """Labels are non-empty and dot-free: the wire joins them with dots (GET /store/items)."""
+    """Labels are non-empty and dot-free: the wire joins them with dots (GET /store/items).
+    No NUL either: LangGraph's stores refuse it (and PostgreSQL text cannot hold it)."""
+    if labels and len(labels) > MAX_NAMESPACE_LABELS:
+        raise Unprocessable(
+            f"Namespace has {len(labels)} labels; at most {MAX_NAMESPACE_LABELS} are allowed"
+        )
     for label in labels or ():
-        if not label or "." in label or (label == "*" and not wildcard):
+        if len(label) > MAX_LABEL_LENGTH:
             raise Unprocessable(
-                f"Namespace label {label!r} must be a non-empty string without periods"
+                f"Namespace label {label[:20]!r}... is {len(label)} characters long; "
+                f"at most {MAX_LABEL_LENGTH} are allowed"
+            )
+        if not label or "." in label or "\0" in label or (label == "*" and not wildcard):
+            raise Unprocessable(
+                f"Namespace label {label!r} must be a non-empty string without periods "
+                "or NUL characters"
             )
     return tuple(labels or ())
+
+
+def _key(key: str) -> str:
+    # Refused everywhere, as in labels: a key PostgreSQL's store could not hold (text has no
+    # NUL there) must not be one the embedded store keeps.
+    if "\0" in key:
+        raise Unprocessable(f"Key {key!r} must not contain NUL characters")
+    return key
 
 
 def _time(value: datetime) -> str:
@@ -72,7 +98,7 @@ async def put_item(body: StorePut, request: Request) -> Response:
     # No ``ttl`` in the body: the store's default_ttl; an explicit null: no expiry.
     ttl: Any = body.ttl if "ttl" in body.model_fields_set else NOT_PROVIDED
     try:
-        await _store(request).aput(namespace, body.key, body.value, index=body.index, ttl=ttl)
+        await _store(request).aput(namespace, _key(body.key), body.value, index=body.index, ttl=ttl)
     except InvalidNamespaceError as exc:
         raise Unprocessable(str(exc)) from exc
     return Response(status_code=204)
@@ -91,13 +117,13 @@ async def get_item(
     labels = namespace or []
     if len(labels) == 1:
         labels = labels[0].split(".") if labels[0] else []
-    item = await _store(request).aget(_namespace(labels), key, refresh_ttl=refresh_ttl)
+    item = await _store(request).aget(_namespace(labels), _key(key), refresh_ttl=refresh_ttl)
     return JSON(_item(item) if item else None)
 
 
 @router.delete("/store/items", status_code=204)
 async def delete_item(body: StoreDelete, request: Request) -> Response:
-    await _store(request).adelete(_namespace(body.namespace), body.key)
+    await _store(request).adelete(_namespace(body.namespace), _key(body.key))
     return Response(status_code=204)
 
 

@@ -35,7 +35,7 @@ def test_full_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOOK_TENANT", "acme")
     config = write(
         tmp_path,
-        http={"disable_webhooks": True, "cors": {"allow_origins": ["*"]}},
+        http={"disable_webhooks": True, "disable_mcp": True},
         webhooks={
             "env_prefix": "HOOK_",
             "url": {
