@@ -25,7 +25,8 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # on, 0 s: close() resets the connectio
 class AbortableHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {EXTENSION: {"abort": self._reset}}
+        extensions = self.scope.setdefault("extensions", {})  # keep any uvicorn may add
+        extensions[EXTENSION] = {"abort": self._reset}
 
     def _reset(self) -> None:
         sock = self.transport.get_extra_info("socket")
