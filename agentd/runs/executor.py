@@ -195,8 +195,9 @@ class Executor:
             "subgraphs": bool(kwargs.get("subgraphs")),
             "interrupt_before": kwargs.get("interrupt_before"),
             "interrupt_after": kwargs.get("interrupt_after"),
-            "durability": kwargs.get("durability") or "async",
         }
+        if not kwargs.get("temporary"):  # no checkpointer: LangGraph warns that it has no effect
+            options["durability"] = kwargs.get("durability") or "async"
         with_events = "events" in stream_modes
         if with_events:
             stream = graph.astream_events(graph_input, config, version="v2", **options)
