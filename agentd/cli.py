@@ -1,4 +1,5 @@
-"""The ``agentd`` command: ``agentd serve`` serves a langgraph.json on the embedded backend."""
+"""The ``agentd`` command: ``agentd serve`` serves a langgraph.json; ``agentd migrate`` brings its
+database to this version's schema."""
 
 from __future__ import annotations
 
@@ -25,10 +26,52 @@ def main(argv: list[str] | None = None) -> None:
         "--jobs", type=int, default=None, help="runs executed at once (default 100, or "
         "N_JOBS_PER_WORKER)",
     )  # fmt: skip
+    serve.add_argument(
+        "--database-url", default=None, help="where the data lives instead of --data-dir "
+        "(also DATABASE_URI); today a SQLite file or sqlite:///path",
+    )  # fmt: skip
     serve.add_argument("--log-level", default="info")
+    migrate = sub.add_parser(
+        "migrate", help="bring the database up to this version's schema, then exit (serve "
+        "does it too at start-up)",
+    )  # fmt: skip
+    migrate.add_argument("--config", default="langgraph.json", help="its .agentd/ is the data dir")
+    migrate.add_argument("--data-dir", default=None)
+    migrate.add_argument("--database-url", default=None)
     args = parser.parse_args(argv)
     if args.command == "serve":
         sys.exit(_serve(args))
+    if args.command == "migrate":
+        sys.exit(_migrate(args))
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """Open the storage (which applies its pending migrations) and close it."""
+    import asyncio
+    from pathlib import Path
+
+    from agentd.config import env_database_url
+    from agentd.storage import open_storage
+    from agentd.storage.base import StorageStartupError
+
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    where = args.database_url or env_database_url()
+    if where is None:
+        data_dir = Path(args.data_dir) if args.data_dir else Path(args.config).parent / ".agentd"
+        where = data_dir.resolve() / "agentd.sqlite"
+
+    async def run() -> None:
+        storage = open_storage(where)
+        await storage.open()
+        await storage.close()
+
+    try:
+        asyncio.run(run())
+    except StorageStartupError as exc:
+        print(f"agentd: {exc}", file=sys.stderr)
+        return 2
+    print(f"agentd: {where} is at this version's schema")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -43,16 +86,23 @@ def _serve(args: argparse.Namespace) -> int:
     from agentd.config import ConfigError, load_settings
     from agentd.embeddings import index_config
     from agentd.graphs import GraphRegistry
-    from agentd.storage.sqlite import StorageLocked, StorageTooNew
+    from agentd.storage import sqlite_file
+    from agentd.storage.base import StorageStartupError
 
     try:
         settings = load_settings(
-            args.config, host=args.host, port=args.port, data_dir=args.data_dir, jobs=args.jobs
+            args.config,
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            jobs=args.jobs,
+            database_url=args.database_url,
         )
+        sqlite_file(settings.storage_location)  # a database it cannot serve stops here
         graphs = GraphRegistry(settings.graphs, settings.base_dir, settings.dependencies)
         graphs.load()
         index_config(settings.store_index, settings.base_dir)  # a bad embed fails here, in one line
-    except ConfigError as exc:
+    except (ConfigError, StorageStartupError) as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings, graphs)
@@ -69,7 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     try:
         server.run()
-    except (StorageLocked, StorageTooNew) as exc:
+    except StorageStartupError as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2
     return 0 if server.started else 1

@@ -95,6 +95,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8123
     data_dir: Path = Path(".agentd")
+    database_url: str | None = None  # --database-url / DATABASE_URI; None: the SQLite file
     jobs: int = DEFAULT_JOBS
     run_timeout: float | None = None  # seconds per attempt (BG_JOB_TIMEOUT_SECS)
     max_attempts: int = 3  # attempts before a run whose process keeps dying fails
@@ -120,6 +121,16 @@ class Settings:
     def sqlite_path(self) -> Path:
         return self.data_dir / "agentd.sqlite"
 
+    @property
+    def storage_location(self) -> str | Path:
+        """Where the data lives: ``--database-url`` if given, else the SQLite file."""
+        return self.database_url or self.sqlite_path
+
+
+def env_database_url() -> str | None:
+    """``DATABASE_URI`` (the official server's name; ``POSTGRES_URI`` is its alias)."""
+    return os.environ.get("DATABASE_URI") or os.environ.get("POSTGRES_URI") or None
+
 
 def load_settings(
     config: str | os.PathLike[str] = "langgraph.json",
@@ -128,6 +139,7 @@ def load_settings(
     port: int = 8123,
     data_dir: str | os.PathLike[str] | None = None,
     jobs: int | None = None,
+    database_url: str | None = None,
 ) -> Settings:
     path = Path(config).resolve()
     if not path.is_file():
@@ -150,6 +162,7 @@ def load_settings(
         host=host,
         port=port,
         data_dir=Path(data_dir).resolve() if data_dir else base / ".agentd",
+        database_url=database_url or env_database_url(),
         jobs=jobs,
         run_timeout=_env_number("BG_JOB_TIMEOUT_SECS", float, None),
         max_attempts=_env_number("BG_JOB_MAX_RETRIES", int, 3),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
@@ -22,7 +22,17 @@ MAX_OFFSET = 2**63 - 1  # what a database integer holds
 # condition and refuses more than 1000 levels. A thread search carries two filters (metadata,
 # values), each kept well under half of that.
 MAX_FILTER_KEYS = 256
-Filter = Annotated[dict[str, Any], Field(max_length=MAX_FILTER_KEYS)]
+
+
+def _no_nul_keys(flt: dict[str, Any]) -> dict[str, Any]:
+    # A key is a JSON path in the query: SQLite refuses a path holding NUL, and PostgreSQL's
+    # JSON holds no NUL at all, so no stored key could match one.
+    if any("\x00" in key for key in flt):
+        raise ValueError("filter keys must not contain NUL characters")
+    return flt
+
+
+Filter = Annotated[dict[str, Any], Field(max_length=MAX_FILTER_KEYS), AfterValidator(_no_nul_keys)]
 # A start further off than a year is a cron's job (or seconds mistaken for milliseconds); the
 # due time must also stay a date the database and the clock can hold.
 MAX_AFTER_SECONDS = 365 * 24 * 3600

@@ -20,7 +20,8 @@ from agentd.runs.executor import Executor
 from agentd.runs.service import RunService
 from agentd.runs.worker import Worker
 from agentd.state import ThreadStates
-from agentd.storage.sqlite import SqliteStorage
+from agentd.storage import open_storage
+from agentd.storage.base import Storage
 from agentd.sweeper import ThreadSweeper
 from agentd.webhooks.sender import WebhookSender
 
@@ -28,7 +29,7 @@ from agentd.webhooks.sender import WebhookSender
 @dataclass
 class Services:
     settings: Settings
-    storage: SqliteStorage
+    storage: Storage
     broker: Broker
     graphs: GraphRegistry
     runs: RunService
@@ -48,8 +49,8 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
     )
     thread_ttl = settings.thread_ttl
     store_ttl = settings.store_ttl
-    storage = SqliteStorage(
-        settings.sqlite_path,
+    storage = open_storage(
+        settings.storage_location,
         store_index=index_config(settings.store_index, settings.base_dir),
         # Always a TTL config, so items put with their own ``ttl`` are swept too.
         store_ttl={

@@ -12,6 +12,17 @@ from langgraph.store.base import BaseStore
 Row = dict[str, Any]
 
 
+# A kept event as written (run_id, thread_id, ms, seq, name, data) and as read (ms, seq, name,
+# data): the shapes of agentd.broker.base's EventLog.
+LoggedEvent = tuple[str, str, int, int, str, bytes]
+StoredEvent = tuple[int, int, str, bytes]
+
+
+class StorageStartupError(Exception):
+    """Storage that cannot be opened as configured (in use by another process, written by a
+    newer agentd, a database URL not served): start-up stops with this one line."""
+
+
 @dataclass(frozen=True)
 class Cancelled:
     """A run a cancel reached, as it was before the cancel.
@@ -307,4 +318,39 @@ class Storage(Protocol):
     async def requeue_webhooks(self) -> int:
         """At start-up: deliveries leased by a dead process are due now (embedded mode only,
         where one process owns the database; a shared one lets their leases run out)."""
+        ...
+
+    # Run events: the EventLog of the in-process broker (see agentd.broker.base), which keeps
+    # resumable runs' events in the database
+    async def append_events(
+        self,
+        events: Sequence[LoggedEvent],
+        ends: Sequence[tuple[str, float]],
+        *,
+        max_events: int,
+        max_bytes: int,
+    ) -> None:
+        """Append events (in id order) and record ends (run_id, expiry); trim each run's log
+        to its newest ``max_events`` / ``max_bytes``."""
+        ...
+
+    async def read_events(
+        self, run_id: str, after: tuple[int, int], *, limit: int, max_bytes: int
+    ) -> tuple[list[StoredEvent], bool | None]:
+        """A page of a run's kept events after ``after``, and whether its log has ended
+        (None: no log, or expired)."""
+        ...
+
+    async def read_thread_events(
+        self, thread_id: str, after: tuple[int, int], *, limit: int, max_bytes: int
+    ) -> list[StoredEvent]:
+        """A page of the kept events of a thread's runs after ``after``, in id order."""
+        ...
+
+    async def sweep_event_logs(self, ttl: float) -> int:
+        """Delete expired logs (ending those a dead process left open); how many went."""
+        ...
+
+    async def last_event_key(self) -> tuple[int, int] | None:
+        """The id of the newest kept event: new ids continue after it."""
         ...

@@ -27,7 +27,15 @@ import orjson
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentd.schemas import ApiError, Conflict, NotFound, ServiceUnavailable, Unprocessable
-from agentd.storage.base import Cancelled, Row, WebhookDelivery, WebhookFor
+from agentd.storage.base import (
+    Cancelled,
+    LoggedEvent,
+    Row,
+    StorageStartupError,
+    StoredEvent,
+    WebhookDelivery,
+    WebhookFor,
+)
 from agentd.storage.checkpointer import SqliteCheckpointer
 from agentd.storage.store import SqliteStore
 
@@ -45,10 +53,6 @@ _INSERT_EVENT = (
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
 _INSERT_EVENTS = _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?)" * (EVENT_INSERT_ROWS - 1)
-# A resumable run's event as the broker hands it over (agentd.broker.base.LoggedEvent):
-# (run_id, thread_id, ms, seq, name, data); read back: (ms, seq, name, data).
-LoggedEvent = tuple[str, str, int, int, str, bytes]
-StoredEvent = tuple[int, int, str, bytes]
 
 
 def _now() -> str:
@@ -63,11 +67,11 @@ def _json(value: str | None) -> Any:
     return None if value is None else orjson.loads(value)
 
 
-class StorageLocked(Exception):
+class StorageLocked(StorageStartupError):
     pass
 
 
-class StorageTooNew(Exception):
+class StorageTooNew(StorageStartupError):
     pass
 
 

@@ -235,6 +235,21 @@ async def test_filters_with_too_many_keys_are_422(http: httpx.AsyncClient) -> No
         assert (await http.post(path, json=body)).status_code == 200, (path, field)
 
 
+async def test_filter_keys_holding_nul_are_422(http: httpx.AsyncClient) -> None:
+    """Found by the schemathesis test: a JSON path holding NUL made SQLite fail the query."""
+    await http.post("/threads", json={"metadata": {"k": {"a": 1}}})  # rows to filter
+    tid = (await http.post("/threads", json={})).json()["thread_id"]
+    for path, field in [
+        ("/threads/search", "metadata"), ("/threads/count", "values"),
+        ("/assistants/search", "metadata"), ("/runs/crons/search", "metadata"),
+        (f"/threads/{tid}/history", "metadata"), ("/store/items/search", "filter"),
+    ]:  # fmt: skip
+        for value in ({}, [], 1, None, True):
+            r = await http.post(path, json={field: {"k\u0000": value}})
+            assert r.status_code == 422, (path, field, value, r.text[:200])
+            assert "NUL" in r.json()["detail"][0]["msg"]
+
+
 RUN_ENDPOINTS = ["/threads/{tid}/runs", "/threads/{tid}/runs/wait", "/threads/{tid}/runs/stream",
                  "/runs", "/runs/wait", "/runs/stream", "/runs/batch"]  # fmt: skip
 
