@@ -44,6 +44,7 @@ from run import (  # beside this script: the benchmark's process helpers
     REPO_DIR,
     RunningServer,
     child_env,
+    fmt,
     free_port,
     git_commit,
     log_tail,
@@ -1183,14 +1184,6 @@ def run_row(r: RunRecord, timings: bool) -> list[Any]:
     if timings:
         row += [r.created_at, r.ended_at, round(r.sent_at, 3), round(r.answered_at, 3)]
     return row
-
-
-def fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
-    return str(value)
 
 
 def render_markdown(report: JSON) -> str:

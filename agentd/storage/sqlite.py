@@ -1700,12 +1700,12 @@ def _insert_run(
         if inflight and strategy in ("interrupt", "rollback"):
             # In the same transaction as the new run: a crash cannot leave both to run.
             cancelled = _cancel(conn, inflight, strategy, webhook)
-        metadata = _json(thread["metadata"])
-        if thread["status"] != "busy":
-            metadata = {**metadata, **thread_metadata}
-        conn.execute(
-            "UPDATE threads SET metadata = ? WHERE thread_id = ?", (_dumps(metadata), thread_id)
-        )
+        if thread["status"] != "busy":  # a busy thread keeps the metadata its runs found
+            metadata = {**_json(thread["metadata"]), **thread_metadata}
+            conn.execute(
+                "UPDATE threads SET metadata = ? WHERE thread_id = ?",
+                (_dumps(metadata), thread_id),
+            )
     row = conn.execute(
         "INSERT INTO runs (run_id, thread_id, assistant_id, created_at, updated_at,"
         " metadata, status, kwargs, multitask_strategy)"

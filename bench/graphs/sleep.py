@@ -4,6 +4,7 @@ import asyncio
 from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 
 SLEEP_SECONDS = 0.2
 
@@ -12,13 +13,18 @@ class SleepState(TypedDict):
     value: Any
 
 
-async def nap(state: SleepState) -> SleepState:
-    await asyncio.sleep(SLEEP_SECONDS)
-    return {"value": state["value"]}
+def sleeping(seconds: float) -> CompiledStateGraph:
+    """One node that sleeps ``seconds``, then echoes its input."""
+
+    async def nap(state: SleepState) -> SleepState:
+        await asyncio.sleep(seconds)
+        return {"value": state["value"]}
+
+    builder = StateGraph(SleepState)
+    builder.add_node("nap", nap)
+    builder.add_edge(START, "nap")
+    builder.add_edge("nap", END)
+    return builder.compile()
 
 
-builder = StateGraph(SleepState)
-builder.add_node("nap", nap)
-builder.add_edge(START, "nap")
-builder.add_edge("nap", END)
-graph = builder.compile()
+graph = sleeping(SLEEP_SECONDS)
