@@ -67,7 +67,7 @@ async def test_failed_commit_fails_its_writes_with_503_and_later_writes_succeed(
     outcomes = await asyncio.gather(
         storage.create_thread(THREAD_A, {}, "raise"),
         _put_checkpoint(storage, THREAD_A, x=1),
-        storage._write(_fk_violation_at_commit),
+        storage._commit(_fk_violation_at_commit),
         return_exceptions=True,
     )
     for outcome in outcomes:
@@ -93,7 +93,7 @@ async def test_checkpoint_inserts_alone_recover_from_a_failed_commit(
     failed = await asyncio.gather(
         _put_checkpoint(storage, THREAD_B, x=1),
         _put_checkpoint(storage, THREAD_C, x=1),
-        storage._write(_fk_violation_at_commit),
+        storage._commit(_fk_violation_at_commit),
         return_exceptions=True,
     )
     assert all(isinstance(f, WriteFailed) for f in failed), failed
@@ -109,9 +109,9 @@ async def test_disk_full_fails_the_write_with_503_then_writes_succeed_again(
     storage: SqliteStorage,
 ) -> None:
     await storage.create_thread(THREAD_A, {}, "raise")
-    pages = await storage._write(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    pages = await storage._commit(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
     # The writer connection may not grow the file: any write needing a new page fails.
-    await storage._write(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+    await storage._commit(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
     big = {"blob": "x" * 200_000}
     with pytest.raises(WriteFailed) as thread_failure:
         await storage.create_thread(THREAD_B, big, "raise")
@@ -130,7 +130,7 @@ async def test_disk_full_fails_the_write_with_503_then_writes_succeed_again(
     assert not _writer_in_transaction(storage)
     assert await storage.get_thread(THREAD_B) is None
 
-    await storage._write(lambda c: c.execute("PRAGMA max_page_count = 4294967294"))
+    await storage._commit(lambda c: c.execute("PRAGMA max_page_count = 4294967294"))
     assert (await storage.create_thread(THREAD_B, big, "raise"))["metadata"] == big
     await _put_checkpoint(storage, THREAD_A, blob="y" * 200_000)
     assert await _checkpoint_values(storage, THREAD_A) == {"blob": "y" * 200_000}
@@ -147,7 +147,7 @@ async def test_whole_transaction_lost_inside_a_write(storage: SqliteStorage) -> 
 
     outcomes = await asyncio.gather(
         storage.create_thread(THREAD_A, {}, "raise"),
-        storage._write(lost),
+        storage._commit(lost),
         return_exceptions=True,
     )
     assert all(isinstance(o, WriteFailed) for o in outcomes), outcomes
@@ -175,12 +175,12 @@ async def test_a_failed_rollback_replaces_the_connection(storage: SqliteStorage)
     assert original is not None
     storage._conn = _RollbackFails(original)  # type: ignore[assignment]
     with pytest.raises(WriteFailed):
-        await storage._write(_fk_violation_at_commit)
+        await storage._commit(_fk_violation_at_commit)
     assert storage._conn is None or storage._conn is not original  # dropped, not reused
     # The next writes run on a fresh connection, foreign keys and all.
     assert (await storage.create_thread(THREAD_A, {}, "raise"))["thread_id"] == THREAD_A
     with pytest.raises(WriteFailed, match="FOREIGN KEY"):
-        await storage._write(_fk_violation_at_commit)
+        await storage._commit(_fk_violation_at_commit)
     assert (await storage.create_thread(THREAD_B, {}, "raise"))["thread_id"] == THREAD_B
 
 
