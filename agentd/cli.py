@@ -86,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
     from agentd.config import ConfigError, load_settings
     from agentd.embeddings import index_config
     from agentd.graphs import GraphRegistry
-    from agentd.storage import sqlite_file
+    from agentd.storage import check_location
     from agentd.storage.base import StorageStartupError
 
     try:
@@ -98,7 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             database_url=args.database_url,
         )
-        sqlite_file(settings.storage_location)  # a database it cannot serve stops here
+        check_location(settings.storage_location)  # a database it cannot serve stops here
         graphs = GraphRegistry(settings.graphs, settings.base_dir, settings.dependencies)
         graphs.load()
         index_config(settings.store_index, settings.base_dir)  # a bad embed fails here, in one line

@@ -156,7 +156,9 @@ async def list_namespaces(body: StoreListNamespaces, request: Request) -> Respon
     namespaces = await _store(request).alist_namespaces(
         prefix=_namespace(body.prefix, wildcard=True) or None,
         suffix=_namespace(body.suffix, wildcard=True) or None,
-        max_depth=body.max_depth,
+        # No namespace is deeper than the cap: a larger depth means "all" (and stays in range
+        # of the database's integer).
+        max_depth=None if body.max_depth is None else min(body.max_depth, MAX_NAMESPACE_LABELS),
         limit=body.limit,
         offset=body.offset,
     )

@@ -4,6 +4,7 @@ Nothing outside this package imports a backend."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from agentd.storage.base import Row, Storage, StorageStartupError
 
@@ -12,25 +13,32 @@ class UnsupportedDatabase(StorageStartupError):
     """A database URL agentd cannot serve from."""
 
 
-def sqlite_file(where: str | Path) -> Path:
-    """The SQLite file ``where`` names (a path or ``sqlite:///path``); UnsupportedDatabase
-    for any other URL."""
+def postgres_url(where: str | Path) -> str | None:
+    """The PostgreSQL URL ``where`` is (``postgresql://`` or ``postgres://``), else None."""
     text = str(where)
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme in ("postgres", "postgresql"):
-        # Refused, not ignored: DATABASE_URI is the official server's setting, and serving a
-        # SQLite file instead of the database it names would split a deployment in two.
-        raise UnsupportedDatabase(
-            "PostgreSQL (--database-url / DATABASE_URI) is not served by this version of "
-            "agentd yet; leave it unset to serve from the embedded SQLite file in --data-dir"
-        )
+    return text if scheme in ("postgres", "postgresql") else None
+
+
+def sqlite_file(where: str | Path) -> Path:
+    """The SQLite file ``where`` names (a path or ``sqlite:///path``); UnsupportedDatabase
+    for a URL of a database agentd does not serve (a PostgreSQL URL is not a file either)."""
+    text = str(where)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme == "sqlite":
         return Path(text.split("://", 1)[1])
     if scheme:
         raise UnsupportedDatabase(
-            f"unknown database URL scheme {scheme!r}: give a SQLite file path or sqlite:///path"
+            f"unknown database URL scheme {scheme!r}: give postgresql://..., a SQLite file "
+            "path or sqlite:///path"
         )
     return Path(text)
+
+
+def check_location(where: str | Path) -> None:
+    """UnsupportedDatabase unless ``where`` is a database agentd serves (nothing opened)."""
+    if postgres_url(where) is None:
+        sqlite_file(where)
 
 
 def open_storage(
@@ -40,14 +48,18 @@ def open_storage(
     store_ttl: Row | None = None,
     default_thread_ttl: tuple[str, float] | None = None,
 ) -> Storage:
-    """The backend for ``where``: a SQLite file (the embedded default) or a database URL.
+    """The backend for ``where``: a SQLite file (the embedded default) or a PostgreSQL URL.
     Not opened yet: ``await storage.open()`` connects and applies pending migrations."""
-    path = sqlite_file(where)
-    from agentd.storage.sqlite import SqliteStorage  # the one backend so far
+    options: dict[str, Any] = {
+        "store_index": store_index,
+        "store_ttl": store_ttl,
+        "default_thread_ttl": default_thread_ttl,
+    }
+    if url := postgres_url(where):
+        from agentd.storage.postgres import PostgresStorage
 
-    return SqliteStorage(
-        path,
-        store_index=store_index,
-        store_ttl=store_ttl,
-        default_thread_ttl=default_thread_ttl,
-    )
+        return PostgresStorage(url, **options)
+    path = sqlite_file(where)
+    from agentd.storage.sqlite import SqliteStorage
+
+    return SqliteStorage(path, **options)

@@ -95,22 +95,8 @@ UPDATE threads SET metadata = :metadata WHERE thread_id = :thread_id;
 -- Its runs, crons and TTL go by cascade; its checkpoints by delete_thread_checkpoints.
 DELETE FROM threads WHERE thread_id = :thread_id;
 
--- name: copy_thread
-INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at, metadata, status,
-                     rest_status, config, "values", interrupts, error)
-SELECT :new_thread_id, :now, :now, state_updated_at, metadata, rest_status, rest_status, config,
-       "values", interrupts, error
-FROM threads WHERE thread_id = :thread_id
-RETURNING *;
-
 -- name: set_thread_ttl
 INSERT INTO thread_ttl (thread_id, strategy, ttl_minutes) VALUES (:thread_id, :strategy, :minutes)
-ON CONFLICT (thread_id) DO UPDATE
-SET strategy = excluded.strategy, ttl_minutes = excluded.ttl_minutes, swept_at = NULL;
-
--- name: copy_thread_ttl
-INSERT INTO thread_ttl (thread_id, strategy, ttl_minutes)
-SELECT :new_thread_id, strategy, ttl_minutes FROM thread_ttl WHERE thread_id = :thread_id
 ON CONFLICT (thread_id) DO UPDATE
 SET strategy = excluded.strategy, ttl_minutes = excluded.ttl_minutes, swept_at = NULL;
 

@@ -14,6 +14,20 @@ SELECT thread_id FROM threads WHERE thread_id IN (SELECT value FROM json_each(:i
 -- name: lock_cron
 SELECT * FROM crons WHERE cron_id = :cron_id;
 
+-- name: copy_thread
+INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at, metadata, status,
+                     rest_status, config, "values", interrupts, error)
+SELECT :new_thread_id, :now, :now, state_updated_at, metadata, rest_status, rest_status, config,
+       "values", interrupts, error
+FROM threads WHERE thread_id = :thread_id
+RETURNING *;
+
+-- name: copy_thread_ttl
+INSERT INTO thread_ttl (thread_id, strategy, ttl_minutes)
+SELECT :new_thread_id, strategy, ttl_minutes FROM thread_ttl WHERE thread_id = :thread_id
+ON CONFLICT (thread_id) DO UPDATE
+SET strategy = excluded.strategy, ttl_minutes = excluded.ttl_minutes, swept_at = NULL;
+
 -- name: expired_threads
 -- Threads past their TTL (since their last write) with no run in flight, not swept since.
 SELECT t.thread_id, x.strategy, t.updated_at

@@ -1,0 +1,331 @@
+"""The PostgreSQL backend's engine: agentd's tables, LangGraph's ``AsyncPostgresSaver`` and
+``AsyncPostgresStore`` in one database. What each transaction does is ``relational.py``'s; its
+SQL is in ``sql/`` (``sql/postgres/`` for what differs from SQLite).
+
+agentd's transactions are plain functions of a ``Tx`` (shared with the SQLite engine), so they
+run on psycopg's synchronous connections, from a pool, on threads of their own: one thread hop
+per transaction, as on SQLite, and many at once. LangGraph's saver and store run on an async
+pool of their own.
+
+One process serves a database until agentd runs as many processes (leases come with that):
+it holds a session advisory lock for its lifetime, as the embedded backend holds its file's
+lock, which is what makes the start-up requeue of ``running`` runs safe."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.store.postgres.aio import AsyncPostgresStore
+from psycopg import errors
+from psycopg.adapt import Loader
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+
+from agentd.schemas import ServiceUnavailable, Unprocessable
+from agentd.storage.base import Row, StorageStartupError
+from agentd.storage.relational import RelationalStorage
+from agentd.storage.sql import (
+    Dialect,
+    Tx,
+    Where,
+    dumps,
+    load_queries,
+    parse_queries,
+    pyformat,
+    sql_file,
+)
+
+T = TypeVar("T")
+log = logging.getLogger("agentd.storage")
+SCHEMA_VERSION = 1
+POOL_SIZE = 10  # agentd's own connections (and threads); LangGraph's pool has as many
+RETRIES = 5  # of a transaction that lost a deadlock or a serialization conflict
+CONNECT_TIMEOUT = 5.0
+# Advisory lock keys: the one serving process, and whoever migrates.
+SERVE_LOCK = 0x61_67_65_6E_74_64_01
+MIGRATE_LOCK = 0x61_67_65_6E_74_64_02
+
+
+class StorageLocked(StorageStartupError):
+    pass
+
+
+class StorageTooNew(StorageStartupError):
+    pass
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached or could not complete the transaction now: nothing
+    of it was saved; the next request tries again on a fresh connection."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"The database is unavailable ({reason}); retry later")
+
+
+class PostgresDialect(Dialect):
+    name = "postgres"
+    insertion_order = "row_order"
+
+    def convert(self, sql: str) -> str:
+        return pyformat(sql)
+
+    def json_equals(self, where: Where, column: str, key: str, value: Any) -> None:
+        # Containment finds candidates through the GIN index; equality makes the match exact
+        # (objects and arrays compared whole, as on SQLite).
+        k, v = where.param(key), where.param(dumps(value))
+        where.add(
+            f"{column} @> jsonb_build_object({k}::text, {v}::jsonb)"
+            f" AND {column} -> {k}::text = {v}::jsonb"
+        )
+
+    def in_list(self, where: Where, column: str, values: Sequence[str]) -> None:
+        where.add(f"{column} = ANY({where.param(list(values))}::text[])")
+
+    def contains_text(self, where: Where, column: str, text: str) -> None:
+        where.add(f"strpos(lower({column}), lower({where.param(text)}::text)) > 0")
+
+    def list_param(self, values: Sequence[str]) -> Any:
+        return list(values)
+
+
+DIALECT = PostgresDialect()
+
+
+_NUL = "JSON text with the character U+0000 cannot be stored (PostgreSQL's jsonb refuses it)"
+
+
+class _Checkpointer(AsyncPostgresSaver):
+    """LangGraph's saver; a value PostgreSQL cannot store is the request's fault (422)."""
+
+    async def aput(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().aput(*args, **kwargs)
+        except errors.UntranslatableCharacter:
+            raise Unprocessable(_NUL) from None
+
+    async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().aput_writes(*args, **kwargs)
+        except errors.UntranslatableCharacter:
+            raise Unprocessable(_NUL) from None
+
+
+class _Store(AsyncPostgresStore):
+    async def abatch(self, ops: Any) -> Any:
+        try:
+            return await super().abatch(ops)
+        except errors.UntranslatableCharacter:
+            raise Unprocessable(_NUL) from None
+
+
+class _JsonText(Loader):
+    """jsonb as its text: rows.py decodes JSON once, with orjson, as for SQLite."""
+
+    def load(self, data: Any) -> str:
+        return bytes(data).decode()
+
+
+class _IsoTime(Loader):
+    """timestamptz as the ISO-8601 text SQLite stores (the session's time zone is UTC)."""
+
+    def load(self, data: Any) -> str:
+        return datetime.fromisoformat(bytes(data).decode()).isoformat()
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.adapters.register_loader("jsonb", _JsonText)
+    conn.adapters.register_loader("json", _JsonText)
+    conn.adapters.register_loader("timestamptz", _IsoTime)
+
+
+def _unavailable(exc: BaseException) -> DatabaseUnavailable:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    failed = DatabaseUnavailable(first)
+    failed.__cause__ = exc
+    return failed
+
+
+class PostgresStorage(RelationalStorage):
+    dialect = DIALECT
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        store_index: Row | None = None,
+        store_ttl: Row | None = None,
+        default_thread_ttl: tuple[str, float] | None = None,
+    ):
+        super().__init__(default_thread_ttl=default_thread_ttl)
+        self.url = url
+        self._store_index = store_index
+        self._store_ttl = store_ttl
+        self._queries = load_queries(DIALECT)
+        self._threads = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="agentd-pg")
+        self._pool: ConnectionPool | None = None
+        self._lock_conn: psycopg.Connection[Any] | None = None
+        self._saver_pool: AsyncConnectionPool | None = None
+        self.checkpointer: AsyncPostgresSaver | None = None
+        self.store: AsyncPostgresStore | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+        self._saver_pool = AsyncConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=POOL_SIZE,
+            # What LangGraph's Postgres classes require of their connections.
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            open=False,
+        )
+        await self._saver_pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        self.checkpointer = _Checkpointer(self._saver_pool)  # type: ignore[arg-type]
+        await self.checkpointer.setup()
+        if self._store_index is not None:
+            await self._run(self._require_pgvector)
+        self.store = _Store(
+            self._saver_pool,  # type: ignore[arg-type]
+            index=self._store_index,  # type: ignore[arg-type]
+            ttl=self._store_ttl,  # type: ignore[arg-type]
+        )
+        await self.store.setup()
+        await self._run(self._widen_store_ttl)
+
+    def _widen_store_ttl(self) -> None:
+        """LangGraph's store keeps ``ttl_minutes`` as an integer: a TTL under a minute would
+        be 0, and an item read (its TTL refreshed) would expire at once. A float column
+        keeps the TTL the client gave, as the SQLite store does; LangGraph's SQL works on it
+        unchanged (``ttl_minutes || ' minutes'``)."""
+        with self._connect(autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT data_type FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = 'store'"
+                " AND column_name = 'ttl_minutes'"
+            ).fetchone()
+            if row is not None and row[0] == "integer":
+                conn.execute("ALTER TABLE store ALTER COLUMN ttl_minutes TYPE double precision")
+
+    def _connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self.url, connect_timeout=int(CONNECT_TIMEOUT), **kwargs)
+        except psycopg.OperationalError as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no answer"
+            raise StorageStartupError(f"cannot connect to PostgreSQL: {reason}") from None
+
+    def _open_sync(self) -> None:
+        # The serving lock, on a connection that lives as long as this process serves.
+        lock_conn = self._connect(autocommit=True)
+        if not lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (SERVE_LOCK,)).fetchone()[0]:
+            lock_conn.close()
+            raise StorageLocked(
+                "this database is in use by another agentd process; one process serves a "
+                "database in this version"
+            )
+        self._lock_conn = lock_conn
+        with self._connect(autocommit=True) as conn:
+            _migrate(conn)
+        self._pool = ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=POOL_SIZE,
+            kwargs={
+                "autocommit": True,  # transactions are explicit: conn.transaction()
+                "row_factory": dict_row,
+                "options": "-c TimeZone=UTC -c DateStyle=ISO",
+            },
+            configure=_configure,
+            check=ConnectionPool.check_connection,
+            open=False,
+            timeout=CONNECT_TIMEOUT,
+        )
+        self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+
+    def _require_pgvector(self) -> None:
+        with self._connect(autocommit=True) as conn:
+            row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+            if row.fetchone() is None:
+                raise StorageStartupError(
+                    "store.index (semantic search) needs the PostgreSQL extension pgvector "
+                    "('vector'), which this server does not have: install pgvector, or remove "
+                    "store.index from langgraph.json"
+                )
+
+    async def close(self) -> None:
+        if self._saver_pool is not None:
+            await self._saver_pool.close()
+        await self._run(self._close_sync)
+        self._threads.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        if self._lock_conn is not None:
+            self._lock_conn.close()  # releases the serving lock
+            self._lock_conn = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+
+    # ---------------------------------------------------------------- transactions
+
+    async def _write(self, fn: Callable[[Tx], T]) -> T:
+        return await self._run(self._transact, fn)
+
+    async def _read(self, fn: Callable[[Tx], T]) -> T:
+        return await self._run(self._transact, fn)
+
+    def _transact(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in a transaction, again when it lost a deadlock or a serialization
+        conflict (the rules are functions of the database alone, so a retry is safe)."""
+        assert self._pool is not None
+        for attempt in range(RETRIES):
+            try:
+                with self._pool.connection() as conn, conn.transaction():
+                    return fn(Tx(conn, self._queries, DIALECT))
+            except (errors.SerializationFailure, errors.DeadlockDetected):
+                if attempt == RETRIES - 1:
+                    raise DatabaseUnavailable("too many conflicting transactions") from None
+                time.sleep(random.uniform(0.001, 0.01) * 2**attempt)
+            except errors.UntranslatableCharacter:
+                raise Unprocessable(_NUL) from None
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                raise _unavailable(exc) from exc
+        raise AssertionError("unreachable")
+
+
+def _migrate(conn: psycopg.Connection[Any]) -> None:
+    """Bring the database to ``SCHEMA_VERSION``, each ``postgres/migrations/<n>.sql`` in a
+    transaction of its own, under an advisory lock: of processes starting together, one
+    migrates and the others find it done."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS agentd_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM agentd_schema").fetchone()
+        version = row[0] or 0
+        if version > SCHEMA_VERSION:
+            raise StorageTooNew(
+                f"the database was written by a newer agentd (schema {version}, this one "
+                f"knows {SCHEMA_VERSION}); upgrade agentd"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with conn.transaction():
+                for statement in _statements(sql_file(f"postgres/migrations/{target}.sql")):
+                    conn.execute(statement)  # type: ignore[arg-type]
+                conn.execute("DELETE FROM agentd_schema")
+                conn.execute("INSERT INTO agentd_schema VALUES (%s)", (target,))
+            log.info("database upgraded to schema %d", target)
+
+
+def _statements(script: str) -> tuple[str, ...]:
+    return parse_queries(f"-- name: migration\n{script}")["migration"]
