@@ -278,8 +278,10 @@ class PgCluster:
         self._user = server_user()
         self.base_dir.mkdir(parents=True, exist_ok=True)
         link = self.base_dir / "pg"
+        if link.exists() or link.is_symlink():
+            raise ClusterError(f"{link} exists: one PgCluster per base_dir")
         if self._user is None:
-            link.mkdir()  # fails if base_dir holds a cluster already: one PgCluster per base_dir
+            link.mkdir()
             home = link
         else:
             home = Path(tempfile.mkdtemp(prefix="agentd-pg-"))
