@@ -20,9 +20,11 @@ tests/js/node_modules/.package-lock.json: tests/js/package-lock.json
 run: $(BIN)/agentd
 	$(BIN)/agentd serve --config examples/weather/langgraph.json
 
+# PostgreSQL is checked first: when it is down, tests/with_postgres.py starts a throwaway one for
+# the run (or stops with one line saying what is missing), so no PostgreSQL test is ever skipped.
 test: $(BIN)/agentd tests/js/node_modules/.package-lock.json
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n auto -q
+	$(BIN)/python tests/with_postgres.py -- $(BIN)/pytest -n auto -q
 
 lint: $(BIN)/agentd
 	$(BIN)/ruff check .

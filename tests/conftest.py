@@ -7,7 +7,15 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from tests import pg
 from tests.server import Server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_pg_databases() -> Iterator[None]:
+    """Drop the PostgreSQL databases this worker created (tests/pg.py), failed tests or not."""
+    yield
+    pg.drop_created()
 
 
 @pytest.fixture(scope="session")

@@ -31,11 +31,13 @@ class Server:
         config: Path = TEST_CONFIG,
         jobs: int | None = None,
         env: dict[str, str] | None = None,
+        database_url: str | None = None,
     ):
         self.data_dir = data_dir
         self.config = config
         self.jobs = jobs
         self.env = env or {}
+        self.database_url = database_url
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"server-{self.port}.log"
@@ -67,6 +69,8 @@ class Server:
                 "--data-dir", str(self.data_dir)]  # fmt: skip
         if self.jobs:
             args += ["--jobs", str(self.jobs)]
+        if self.database_url:  # the data dir still holds the log
+            args += ["--database-url", self.database_url]
         log = open(self.log_path, "ab")  # the child process writes to it
         self.proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, cwd=ROOT
