@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ import pytest
 
 from agentd.storage import open_storage
 from agentd.storage.base import Storage
+from tests.storage.helpers import OpenBackend
 
 
 class BackendFactory(Protocol):
@@ -51,8 +52,6 @@ BACKENDS: dict[str, BackendFactory] = {
     "sqlite": open_sqlite,
     # "postgres": open_postgres,
 }
-
-OpenBackend = Callable[..., Awaitable[Storage]]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import operator
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypedDict
 
@@ -18,6 +19,10 @@ from langgraph.types import Command
 
 from agentd.ids import uuid7
 from agentd.storage.base import Row, Storage, WebhookDelivery
+
+# The ``open_backend`` fixture: opens a storage of the backend under test (open_storage options
+# as keywords) on fresh data.
+OpenBackend = Callable[..., Awaitable[Storage]]
 
 HOOK = "https://hooks.example.com/agentd"
 ASSISTANT = "a0000000-0000-4000-8000-000000000001"

@@ -129,9 +129,9 @@ async def test_a_claim_leases_the_oldest_due_deliveries(storage: Storage) -> Non
 
 async def test_a_lease_that_runs_out_makes_a_delivery_due_again(storage: Storage) -> None:
     [run] = await _delivered_runs(storage, 1)
-    [row] = await storage.claim_webhooks(10, 0.3)
-    assert await storage.claim_webhooks(10, 0.3) == []
-    await asyncio.sleep(0.4)
+    [row] = await storage.claim_webhooks(10, 1.0)
+    assert await storage.claim_webhooks(10, 1.0) == []
+    await asyncio.sleep(1.1)
     [again] = await storage.claim_webhooks(10, 60)
     assert again["delivery_id"] == row["delivery_id"] and again["attempt"] == 2
     assert again["run_id"] == run["run_id"]

@@ -97,7 +97,7 @@ async def test_concurrent_claimers_take_each_run_once_in_thread_order(storage: S
             await asyncio.sleep(rng.random() * 0.003)
             for run in claimed:
                 # Released here, before the end commits: until then nobody may claim the next.
-                del holding[run["thread_id"]]
+                holding.pop(run["thread_id"], None)
                 held.discard(run["run_id"])
                 if rng.random() < 0.15:  # a shutdown hands it back
                     handed_back += 1
@@ -423,7 +423,7 @@ async def test_runs_never_outlive_their_thread_under_sweeps_and_deletes(
     made: dict[str, str] = {}
 
     async def create(tid: str) -> None:
-        await asyncio.sleep(rng.random() * 0.01)
+        await asyncio.sleep(rng.random() * 0.02)
         try:
             row, _ = await queue(storage, tid, if_not_exists="reject")
         except NotFound:
@@ -431,8 +431,8 @@ async def test_runs_never_outlive_their_thread_under_sweeps_and_deletes(
         made[tid] = row["run_id"]
 
     async def sweep() -> None:
-        for _ in range(5):
-            await storage.sweep_threads(rng.randint(1, 8))
+        for _ in range(6):
+            await storage.sweep_threads(rng.randint(1, 3))
             await asyncio.sleep(rng.random() * 0.004)
 
     deleted = rng.sample(threads, 5)

@@ -11,8 +11,8 @@ import pytest
 
 from agentd.schemas import Conflict
 from agentd.storage.base import Row, Storage
-from tests.storage.conftest import OpenBackend
 from tests.storage.helpers import (
+    OpenBackend,
     ensure_assistant,
     finish,
     history,
