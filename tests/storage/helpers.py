@@ -15,7 +15,6 @@ from typing import Annotated, Any, TypedDict
 
 import orjson
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Command
 
 from agentd.ids import uuid7
 from agentd.storage.base import Row, Storage, WebhookDelivery
@@ -209,17 +208,17 @@ async def run_graph(
     graph_input: Any = None,
     *,
     interrupt_before: list[str] | None = None,
-    resume: Any = None,
 ) -> Any:
     """Execute ``run`` on its thread as the executor does (its run_id in the checkpoints'
-    metadata): checkpoints and writes land through ``storage.checkpointer``."""
-    config = {
-        "configurable": {"thread_id": run["thread_id"], "run_id": run["run_id"]},
-        "metadata": {"run_attempt": run.get("attempt", 1)},
-    }
-    payload = Command(resume=resume) if resume is not None else graph_input
+    metadata, from the checkpoint its kwargs fork from, if any): checkpoints and writes land
+    through ``storage.checkpointer``."""
+    stored = ((run.get("kwargs") or {}).get("config") or {}).get("configurable") or {}
+    configurable = {"thread_id": run["thread_id"], "run_id": run["run_id"]}
+    if stored.get("checkpoint_id"):
+        configurable["checkpoint_id"] = stored["checkpoint_id"]
+    config = {"configurable": configurable, "metadata": {"run_attempt": run.get("attempt", 1)}}
     return await graph(storage.checkpointer).ainvoke(
-        payload, config, durability="sync", interrupt_before=interrupt_before
+        graph_input, config, durability="sync", interrupt_before=interrupt_before
     )
 
 
