@@ -36,8 +36,13 @@ def sqlite_file(where: str | Path) -> Path:
 
 
 def check_location(where: str | Path) -> None:
-    """UnsupportedDatabase unless ``where`` is a database agentd serves (nothing opened)."""
-    if postgres_url(where) is None:
+    """StorageStartupError (one line) unless ``where`` is a database agentd serves and, for a
+    database server, one that answers and that no other agentd serves."""
+    if url := postgres_url(where):
+        from agentd.storage.postgres import probe
+
+        probe(url)
+    else:
         sqlite_file(where)
 
 

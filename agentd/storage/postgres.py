@@ -217,22 +217,11 @@ class PostgresStorage(RelationalStorage):
                 conn.execute("ALTER TABLE store ALTER COLUMN ttl_minutes TYPE double precision")
 
     def _connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        try:
-            return psycopg.connect(self.url, connect_timeout=int(CONNECT_TIMEOUT), **kwargs)
-        except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no answer"
-            raise StorageStartupError(f"cannot connect to PostgreSQL: {reason}") from None
+        return connect(self.url, **kwargs)
 
     def _open_sync(self) -> None:
         # The serving lock, on a connection that lives as long as this process serves.
-        lock_conn = self._connect(autocommit=True)
-        if not lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (SERVE_LOCK,)).fetchone()[0]:
-            lock_conn.close()
-            raise StorageLocked(
-                "this database is in use by another agentd process; one process serves a "
-                "database in this version"
-            )
-        self._lock_conn = lock_conn
+        self._lock_conn = _serving_lock(self.url)
         with self._connect(autocommit=True) as conn:
             _migrate(conn)
         self._pool = ConnectionPool(
@@ -302,6 +291,33 @@ class PostgresStorage(RelationalStorage):
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 raise _unavailable(exc) from exc
         raise AssertionError("unreachable")
+
+
+def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A connection, or StorageStartupError saying in one line why there is none."""
+    try:
+        return psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT), **kwargs)
+    except psycopg.OperationalError as exc:
+        reason = " ".join(line.strip() for line in str(exc).splitlines()) or "no answer"
+        raise StorageStartupError(f"cannot connect to PostgreSQL: {reason}") from None
+
+
+def _serving_lock(url: str) -> psycopg.Connection[Any]:
+    """A connection holding the serving lock (StorageLocked when another process has it)."""
+    conn = connect(url, autocommit=True)
+    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (SERVE_LOCK,)).fetchone()[0]:
+        conn.close()
+        raise StorageLocked(
+            "this database is in use by another agentd process; one process serves a "
+            "database in this version"
+        )
+    return conn
+
+
+def probe(url: str) -> None:
+    """Start-up's first check, before the server binds its port: the database answers and no
+    other agentd serves it; StorageStartupError (one line) otherwise."""
+    _serving_lock(url).close()
 
 
 def _migrate(conn: psycopg.Connection[Any]) -> None:
