@@ -682,9 +682,15 @@ class RelationalStorage:
             now = now_iso()
             claimed: list[Row] = []
             for _ in range(limit):
-                row = tx.one("claim_run", now=now)
-                if row is None:
+                # Two statements: the thread (locked), then its run, decided on what is
+                # committed once the lock is ours. Every transition of a thread's runs holds
+                # that lock, so no other transaction changes them in between.
+                thread = tx.one("claim_thread", now=now)
+                if thread is None:
                     break
+                row = tx.one("claim_thread_run", thread_id=thread["thread_id"], now=now)
+                if row is None:
+                    continue
                 run = run_row(row)
                 run["cancel_action"] = row["cancel_action"]
                 if row["start_writes"] is None:
@@ -718,9 +724,14 @@ class RelationalStorage:
     async def requeue_run(self, run_id: str, attempt: int) -> bool:
         """Hand attempt ``attempt`` of a running run back to the queue (a shutdown), without
         counting it; False when that attempt no longer holds the run."""
-        return await self._write(
-            lambda tx: tx.run("requeue_run", run_id=run_id, attempt=attempt, now=now_iso()) > 0
-        )
+
+        def tx(tx: Tx) -> bool:
+            run = tx.one("get_run", run_id=run_id)
+            if run is None or tx.one("lock_thread", thread_id=run["thread_id"]) is None:
+                return False
+            return tx.run("requeue_run", run_id=run_id, attempt=attempt, now=now_iso()) > 0
+
+        return await self._write(tx)
 
     async def finish_run(
         self,
@@ -1125,7 +1136,13 @@ def _cancel(tx: Tx, runs: list[Row], action: str, webhook: WebhookFor | None) ->
     now = now_iso()
     out: list[Cancelled] = []
     for run in runs:
-        never_ran = run["status"] == "pending" and run["attempt"] == 0
+        # A run handed back at a shutdown is pending at attempt 0 again, but it started:
+        # its first claim noted start_writes.
+        never_ran = (
+            run["status"] == "pending"
+            and run["attempt"] == 0
+            and tx.one("run_start_writes", run_id=run["run_id"])["start_writes"] is None
+        )
         if not never_ran:
             tx.run("flag_cancel", run_id=run["run_id"], action=action)
         elif action == "rollback":

@@ -94,20 +94,28 @@ class SqliteDialect(Dialect):
     insertion_order = "rowid"
 
     def json_equals(self, where: Where, column: str, key: str, value: Any) -> None:
-        path = where.param('$."' + key.replace('"', '""') + '"')
+        # The top-level members through json_each, so that any key matches as written (a JSON
+        # path would have to quote it), compared with their JSON type: 1 is not true, and a
+        # string is not the object it spells.
         if isinstance(value, (dict, list)):
-            # Only objects and arrays go through json(): a plain string there is not JSON text.
-            text = where.param(dumps(value))
-            where.add(
-                f"CASE WHEN json_type({column}, {path}) IN ('object', 'array')"
-                f" THEN json(json_extract({column}, {path})) END = json({text})"
+            # Equal trees (every node's path, type and value), whatever the order of keys.
+            v = where.param(dumps(value))
+            tree = "SELECT fullkey, type, atom FROM json_tree"
+            match = (
+                f"e.type = {where.param('object' if isinstance(value, dict) else 'array')}"
+                f" AND NOT EXISTS ({tree}(e.value) EXCEPT {tree}({v}))"
+                f" AND NOT EXISTS ({tree}({v}) EXCEPT {tree}(e.value))"
             )
         elif value is None:
-            where.add(f"json_type({column}, {path}) = 'null'")
+            match = "e.type = 'null'"
         elif isinstance(value, bool):
-            where.add(f"json_type({column}, {path}) = {where.param('true' if value else 'false')}")
+            match = "e.type = 'true'" if value else "e.type = 'false'"
+        elif isinstance(value, (int, float)):
+            match = f"e.type IN ('integer', 'real') AND e.value = {where.param(value)}"
         else:
-            where.add(f"json_extract({column}, {path}) = {where.param(value)}")
+            match = f"e.type = 'text' AND e.value = {where.param(str(value))}"
+        k = where.param(key)
+        where.add(f"EXISTS (SELECT 1 FROM json_each({column}) e WHERE e.key = {k} AND {match})")
 
     def in_list(self, where: Where, column: str, values: Sequence[str]) -> None:
         # One JSON parameter, not one per value: SQLite caps a statement's parameters.

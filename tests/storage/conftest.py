@@ -24,6 +24,7 @@ import pytest
 
 from agentd.storage import open_storage
 from agentd.storage.base import Storage
+from tests.pg import create_database
 from tests.storage.helpers import OpenBackend
 
 
@@ -38,19 +39,14 @@ async def open_sqlite(tmp_path: Path, key: str, **options: Any) -> Storage:
 
 async def open_postgres(tmp_path: Path, key: str, **options: Any) -> Storage:
     """A fresh PostgreSQL database per storage, named after the test (``key``)."""
-    from tests.pg import create_database  # type: ignore[import-not-found]  # written elsewhere
-
-    url = create_database(key)
-    if isinstance(url, Awaitable):  # whichever way tests/pg.py is written
-        url = await url
-    return open_storage(url, **options)
+    return open_storage(create_database(key), **options)
 
 
 # The one list of backends: each test of the suite runs once per entry (the entry's name is
-# its pytest id). POSTGRES HOOK: add  "postgres": open_postgres,  here.
+# its pytest id).
 BACKENDS: dict[str, BackendFactory] = {
     "sqlite": open_sqlite,
-    # "postgres": open_postgres,
+    "postgres": open_postgres,
 }
 
 

@@ -309,12 +309,6 @@ async def _bug_case(storage: Storage, target: Target, docs: list[Row], filters: 
 QUOTED_KEYS = ['quo"te', 'ends"', '"', "back\\slash", "tab\tand\nnewline", "\x01", '\\"']
 
 
-@pytest.mark.known_bug(
-    "sqlite",
-    reason="_metadata_filter builds a JSON path '$.\"key\"' that SQLite compares with the key's "
-    "escaped JSON text: a key holding a double quote, a backslash or a control character "
-    "never matches, and one ending in a double quote raises OperationalError",
-)
 @targets
 async def test_keys_json_must_escape_are_matched_and_never_raise(
     storage: Storage, target: Target
@@ -323,22 +317,12 @@ async def test_keys_json_must_escape_are_matched_and_never_raise(
     await _bug_case(storage, target, docs, [{key: i} for i, key in enumerate(QUOTED_KEYS)])
 
 
-@pytest.mark.known_bug(
-    "sqlite",
-    reason="a number filter is compared with json_extract's value, which is 1/0 for "
-    "true/false: {k: 1} matches {k: true} and {k: 0} matches {k: false}",
-)
 @targets
 async def test_a_number_never_matches_a_boolean(storage: Storage, target: Target) -> None:
     docs = [{"k": True}, {"k": False}, {"k": 1}, {"k": 0}]
     await _bug_case(storage, target, docs, [{"k": 1}, {"k": 0}, {"k": True}, {"k": False}])
 
 
-@pytest.mark.known_bug(
-    "sqlite",
-    reason="a string filter is compared with json_extract's value, which is the JSON text "
-    'of an object or array: {k: \'{"a":1}\'} matches {k: {"a": 1}}',
-)
 @targets
 async def test_a_string_never_matches_the_object_or_array_it_spells(
     storage: Storage, target: Target
@@ -348,11 +332,6 @@ async def test_a_string_never_matches_the_object_or_array_it_spells(
     await _bug_case(storage, target, docs, filters)
 
 
-@pytest.mark.known_bug(
-    "sqlite",
-    reason="objects are compared as JSON text in the order their keys were written: "
-    "{k: {a: 1, b: 2}} does not match a row holding {k: {b: 2, a: 1}}",
-)
 @targets
 async def test_objects_are_equal_whatever_their_key_order(storage: Storage, target: Target) -> None:
     docs = [{"k": {"a": 1, "b": {"c": 2, "d": 3}}}, {"k": {"b": {"d": 3, "c": 2}, "a": 1}}]

@@ -174,6 +174,15 @@ UPDATE runs SET cancel_action = coalesce(cancel_action, :action) WHERE run_id = 
 -- name: next_due_run
 SELECT min(created_at) AS due FROM runs WHERE status = 'pending' AND created_at > :now;
 
+-- name: claim_thread_run
+-- The oldest due pending run of a thread (locked by claim_thread) with nothing running.
+UPDATE runs SET status = 'running', attempt = attempt + 1, updated_at = :now
+WHERE run_id = (SELECT run_id FROM runs
+                WHERE thread_id = :thread_id AND status = 'pending' AND created_at <= :now
+                ORDER BY created_at LIMIT 1)
+  AND NOT EXISTS (SELECT 1 FROM runs WHERE thread_id = :thread_id AND status = 'running')
+RETURNING *;
+
 -- name: requeue_running
 UPDATE runs SET status = 'pending', updated_at = :now WHERE status = 'running';
 

@@ -41,20 +41,16 @@ WHERE t.updated_at + x.ttl_minutes * interval '1 minute' <= :now::timestamptz
 LIMIT :limit
 FOR UPDATE OF t SKIP LOCKED;
 
--- name: claim_run
--- The oldest due pending run of a thread with nothing running. The run and its thread are
--- locked, skipping those another transaction holds (a claim, a cancel, a run's end). The
--- unique index runs_one_running refuses a second running run of a thread whose first was
--- claimed after this statement's snapshot (the caller skips that run).
-UPDATE runs SET status = 'running', attempt = attempt + 1, updated_at = :now
-WHERE status = 'pending' AND run_id = (
-    SELECT r.run_id FROM runs r JOIN threads t ON t.thread_id = r.thread_id
-    WHERE r.status = 'pending' AND r.created_at <= :now::timestamptz
-      AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.thread_id = r.thread_id
-                      AND x.status = 'running')
-    ORDER BY r.created_at LIMIT 1
-    FOR UPDATE OF r, t SKIP LOCKED)
-RETURNING *;
+-- name: claim_thread
+-- The thread of the oldest due pending run among threads with nothing running, locked, skipping
+-- threads another transaction holds (a claim, a cancel, a run's end, a hand-back). What this
+-- statement saw may be stale by the time it has the lock: claim_thread_run, a statement of its
+-- own (with a snapshot taken under the lock), decides.
+SELECT r.thread_id FROM runs r JOIN threads t ON t.thread_id = r.thread_id
+WHERE r.status = 'pending' AND r.created_at <= :now::timestamptz
+  AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.thread_id = r.thread_id AND x.status = 'running')
+ORDER BY r.created_at LIMIT 1
+FOR UPDATE OF t SKIP LOCKED;
 
 -- name: claim_webhooks
 -- Lease due deliveries (their due time moves past the lease), skipping those being leased.

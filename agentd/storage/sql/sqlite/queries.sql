@@ -38,16 +38,12 @@ WHERE julianday(t.updated_at) + x.ttl_minutes / 1440.0 <= julianday(:now)
                   AND r.status IN ('pending', 'running'))
 LIMIT :limit;
 
--- name: claim_run
--- The oldest due pending run of a thread with nothing running.
-UPDATE runs SET status = 'running', attempt = attempt + 1, updated_at = :now
-WHERE run_id = (
-    SELECT r.run_id FROM runs r
-    WHERE r.status = 'pending' AND r.created_at <= :now
-      AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.thread_id = r.thread_id
-                      AND x.status = 'running')
-    ORDER BY r.created_at LIMIT 1)
-RETURNING *;
+-- name: claim_thread
+-- The thread of the oldest due pending run among threads with nothing running.
+SELECT r.thread_id FROM runs r
+WHERE r.status = 'pending' AND r.created_at <= :now
+  AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.thread_id = r.thread_id AND x.status = 'running')
+ORDER BY r.created_at LIMIT 1;
 
 -- name: claim_webhooks
 -- Lease due deliveries: their due time moves past the lease.
