@@ -20,7 +20,7 @@ from agentd.graphs import GraphRegistry
 from agentd.runs.control import RunControl
 from agentd.runs.streaming import EventEncoder, langgraph_modes, split_item, visible_events
 from agentd.runs.tasks import RunTasks
-from agentd.storage.base import Row, Storage
+from agentd.storage.base import DatabaseUnavailable, Row, Storage
 from agentd.webhooks.sender import WebhookSender
 
 T = TypeVar("T")
@@ -149,6 +149,11 @@ class Executor:
         if graph.cancelled():  # cancelled from inside the graph: an error like any
             return await self._failed(run_id, asyncio.CancelledError(), progress)
         exc = graph.exception()
+        if isinstance(exc, DatabaseUnavailable):
+            # Not the run's fault: it goes back to the queue (uncounted) and resumes from its
+            # last checkpoint once the database is back.
+            log.warning("run %s: %s; handing it back", run_id, exc.detail)
+            return None
         if exc is not None:
             log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
             return await self._failed(run_id, exc, progress)
@@ -306,10 +311,16 @@ class Executor:
         return False
 
     async def _hand_back(self, run: Row) -> None:
-        try:
-            await self.storage.requeue_run(run["run_id"], run["attempt"])
-        except Exception:  # it stays running: the next start takes it back
-            log.exception("could not hand run %s back to the queue", run["run_id"])
+        """Put the run back in the queue, retrying through transient database errors."""
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                await self.storage.requeue_run(run["run_id"], run["attempt"])
+                break
+            except Exception:
+                if attempt == FINISH_ATTEMPTS - 1:  # it stays running: the next start takes it
+                    log.exception("could not hand run %s back to the queue", run["run_id"])
+                    break
+                await asyncio.sleep(0.2 * 2**attempt)
         self.broker.release(run["run_id"])
 
 

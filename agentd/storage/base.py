@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 
+from agentd.schemas import ServiceUnavailable
+
 Row = dict[str, Any]
 
 
@@ -16,6 +18,15 @@ Row = dict[str, Any]
 # data): the shapes of agentd.broker.base's EventLog.
 LoggedEvent = tuple[str, str, int, int, str, bytes]
 StoredEvent = tuple[int, int, str, bytes]
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database server could not be reached (or dropped the connection): nothing of the
+    transaction was saved, and the same work may succeed once it is back. A run whose graph
+    met it is handed back to the queue, not failed."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"The database is unavailable ({reason}); retry later")
 
 
 class StorageStartupError(Exception):

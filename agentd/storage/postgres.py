@@ -17,8 +17,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -30,8 +31,8 @@ from psycopg.adapt import Loader
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from agentd.schemas import ServiceUnavailable, Unprocessable
-from agentd.storage.base import Row, StorageStartupError
+from agentd.schemas import Unprocessable
+from agentd.storage.base import DatabaseUnavailable, Row, StorageStartupError
 from agentd.storage.relational import RelationalStorage
 from agentd.storage.sql import (
     Dialect,
@@ -61,14 +62,6 @@ class StorageLocked(StorageStartupError):
 
 class StorageTooNew(StorageStartupError):
     pass
-
-
-class DatabaseUnavailable(ServiceUnavailable):
-    """The database could not be reached or could not complete the transaction now: nothing
-    of it was saved; the next request tries again on a fresh connection."""
-
-    def __init__(self, reason: str):
-        super().__init__(f"The database is unavailable ({reason}); retry later")
 
 
 class PostgresDialect(Dialect):
@@ -103,28 +96,43 @@ DIALECT = PostgresDialect()
 _NUL = "JSON text with the character U+0000 cannot be stored (PostgreSQL's jsonb refuses it)"
 
 
+@contextmanager
+def _errors() -> Iterator[None]:
+    """LangGraph's Postgres classes fail with psycopg's errors: those of the database server
+    are agentd's (503, a run handed back), a value jsonb refuses is the request's (422)."""
+    try:
+        yield
+    except errors.UntranslatableCharacter:
+        raise Unprocessable(_NUL) from None
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise _unavailable(exc) from exc
+
+
 class _Checkpointer(AsyncPostgresSaver):
-    """LangGraph's saver; a value PostgreSQL cannot store is the request's fault (422)."""
+    """LangGraph's saver, failing with agentd's errors (``_errors``)."""
+
+    async def aget_tuple(self, config: Any) -> Any:
+        with _errors():
+            return await super().aget_tuple(config)
+
+    async def alist(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        with _errors():
+            async for item in super().alist(*args, **kwargs):
+                yield item
 
     async def aput(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _errors():
             return await super().aput(*args, **kwargs)
-        except errors.UntranslatableCharacter:
-            raise Unprocessable(_NUL) from None
 
     async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
-        try:
+        with _errors():
             await super().aput_writes(*args, **kwargs)
-        except errors.UntranslatableCharacter:
-            raise Unprocessable(_NUL) from None
 
 
 class _Store(AsyncPostgresStore):
     async def abatch(self, ops: Any) -> Any:
-        try:
+        with _errors():
             return await super().abatch(ops)
-        except errors.UntranslatableCharacter:
-            raise Unprocessable(_NUL) from None
 
 
 class _JsonText(Loader):
