@@ -1003,7 +1003,7 @@ class RelationalStorage:
             if log_ is None or (expires_at is not None and expires_at <= time.time()):
                 return [], None
             rows = tx.all("read_run_events", run_id=run_id, ms=after[0], seq=after[1],
-                          limit=limit)  # fmt: skip
+                          limit=limit, max_bytes=max_bytes)  # fmt: skip
             return _event_page(rows, max_bytes), expires_at is not None
 
         return await self._read(q)
@@ -1013,7 +1013,8 @@ class RelationalStorage:
     ) -> list[StoredEvent]:
         def q(tx: Tx) -> list[StoredEvent]:
             rows = tx.all("read_thread_events", thread_id=thread_id, ms=after[0],
-                          seq=after[1], now=time.time(), limit=limit)  # fmt: skip
+                          seq=after[1], now=time.time(), limit=limit,
+                          max_bytes=max_bytes)  # fmt: skip
             return _event_page(rows, max_bytes)
 
         return await self._read(q)
@@ -1116,7 +1117,7 @@ def _append_run_events(
 
 
 def _event_page(rows: list[Any], max_bytes: int) -> list[StoredEvent]:
-    """Rows up to ``max_bytes`` of data (at least one)."""
+    """Rows up to ``max_bytes`` of data (at least one): the query read no more than that."""
     page: list[StoredEvent] = []
     size = 0
     for r in rows:

@@ -295,15 +295,26 @@ DELETE FROM run_events WHERE run_id = :run_id AND (ms, seq) < (:ms, :seq);
 DELETE FROM run_events WHERE run_id = :run_id AND (ms, seq) <= (:ms, :seq);
 
 -- name: read_run_events
-SELECT ms, seq, event, data FROM run_events
-WHERE run_id = :run_id AND (ms, seq) > (:ms, :seq) ORDER BY ms, seq LIMIT :limit;
+-- A page: at most :limit events, and no more of them than :max_bytes of data takes (at least
+-- one), so a page of large events is not all read into memory.
+SELECT ms, seq, event, data FROM (
+    SELECT ms, seq, event, data,
+           sum(length(data)) OVER (ORDER BY ms, seq ROWS UNBOUNDED PRECEDING) - length(data)
+               AS before
+    FROM run_events WHERE run_id = :run_id AND (ms, seq) > (:ms, :seq)
+    ORDER BY ms, seq LIMIT :limit) page
+WHERE before < :max_bytes ORDER BY ms, seq;
 
 -- name: read_thread_events
-SELECT e.ms, e.seq, e.event, e.data FROM run_events e
-JOIN run_event_logs l ON l.run_id = e.run_id
-WHERE e.thread_id = :thread_id AND (e.ms, e.seq) > (:ms, :seq)
-  AND (l.expires_at IS NULL OR l.expires_at > :now)
-ORDER BY e.ms, e.seq LIMIT :limit;
+SELECT ms, seq, event, data FROM (
+    SELECT e.ms, e.seq, e.event, e.data,
+           sum(length(e.data)) OVER (ORDER BY e.ms, e.seq ROWS UNBOUNDED PRECEDING)
+               - length(e.data) AS before
+    FROM run_events e JOIN run_event_logs l ON l.run_id = e.run_id
+    WHERE e.thread_id = :thread_id AND (e.ms, e.seq) > (:ms, :seq)
+      AND (l.expires_at IS NULL OR l.expires_at > :now)
+    ORDER BY e.ms, e.seq LIMIT :limit) page
+WHERE before < :max_bytes ORDER BY ms, seq;
 
 -- name: expire_orphan_event_logs
 -- A log still open whose run is no longer in flight lost its end with a process.
