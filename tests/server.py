@@ -1,13 +1,16 @@
-"""A real ``agentd serve`` process for tests: free port, own data dir, start/stop/kill."""
+"""A real ``agentd serve`` process for tests: free port, own data dir, start/stop/kill, on
+SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,6 +18,23 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / "tests" / "graphs" / "langgraph.json"
 AGENTD = [sys.executable, "-m", "agentd.cli"]
+BACKENDS = ("sqlite", "postgres")
+
+# The backend of a Server created without one: set for the length of each API and reliability
+# test by the ``backend`` fixtures (tests/conftest.py); SQLite elsewhere.
+_default_backend: str | None = None
+
+
+@contextlib.contextmanager
+def default_backend(backend: str) -> Iterator[None]:
+    """Servers created without a backend inside the block use ``backend``."""
+    global _default_backend
+    assert backend in BACKENDS, backend
+    previous, _default_backend = _default_backend, backend
+    try:
+        yield
+    finally:
+        _default_backend = previous
 
 
 def free_port() -> int:
@@ -31,8 +51,20 @@ class Server:
         config: Path = TEST_CONFIG,
         jobs: int | None = None,
         env: dict[str, str] | None = None,
+        backend: str | None = None,
         database_url: str | None = None,
     ):
+        """``backend`` None: the default (above). On PostgreSQL the database is derived from
+        ``data_dir`` unless ``database_url`` names one, so a server restarted on the same data
+        dir serves the same database. The data dir keeps the log (and the SQLite file)."""
+        if backend is None and database_url is not None:
+            backend = "postgres" if database_url.startswith("postgres") else "sqlite"
+        self.backend = backend or _default_backend or "sqlite"
+        assert self.backend in BACKENDS, self.backend
+        if self.backend == "postgres" and database_url is None:
+            from tests import pg  # tests.pg imports this module
+
+            database_url = pg.create_database(str(data_dir))
         self.data_dir = data_dir
         self.config = config
         self.jobs = jobs

@@ -30,11 +30,10 @@ async def http(url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="module")
-def big_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def big_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """A server whose body limit is raised (HTTP_MAX_REQUEST_BODY_BYTES)."""
-    srv = Server(
-        tmp_path_factory.mktemp("big"), env={"HTTP_MAX_REQUEST_BODY_BYTES": str(BIG_LIMIT)}
-    ).start()
+    env = {"HTTP_MAX_REQUEST_BODY_BYTES": str(BIG_LIMIT)}
+    srv = Server(tmp_path_factory.mktemp("big"), env=env, backend=backend).start()
     yield srv
     srv.stop()
 

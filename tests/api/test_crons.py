@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +18,7 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import BadRequestError, NotFoundError, UnprocessableEntityError
 
+from tests import db
 from tests.server import Server
 
 ECHO_ID = "046b5dc7-2108-582c-9c6c-31d556d138f0"  # uuid5 of the "echo" graph
@@ -401,9 +401,9 @@ async def test_missed_ticks_fire_once_when_the_server_is_back(tmp_path: Path) ->
         # Down for three hours: three hourly ticks were missed.
         missed = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0,
                                                                   microsecond=0)  # fmt: skip
-        with sqlite3.connect(server.data_dir / "agentd.sqlite") as db:
-            db.execute("UPDATE crons SET next_run_date = ? WHERE cron_id = ?",
-                       (missed.isoformat(), cron["cron_id"]))  # fmt: skip
+        changed = db.execute(server, "UPDATE crons SET next_run_date = ? WHERE cron_id = ?",
+                             (missed.isoformat(), cron["cron_id"]))  # fmt: skip
+        assert changed == 1
         server.start()
         client = get_client(url=server.url, api_key=None)
         runs = await _until(lambda: client.runs.list(tid), lambda rs: len(rs) >= 1)

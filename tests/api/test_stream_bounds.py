@@ -1,5 +1,5 @@
 """Memory bounds of streams: a client that stops reading is dropped and its connection closed
-while the run goes on; resumable runs' events are kept in the SQLite file (capped, expired
+while the run goes on; resumable runs' events are kept in the database (capped, expired
 after the TTL, replayable after a restart) instead of RAM; replays merge kept, buffered and
 live events with no gap and no duplicate; wait and join are not dropped."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ import orjson
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from tests import db
 from tests.server import Server
 
 MiB = 1024 * 1024
@@ -141,7 +141,7 @@ async def test_resumable_run_with_large_output_keeps_memory_bounded(tmp_path: Pa
                 first[0]["data"]["i"] > 20_000
                 and first[1]["data"]["i"] == first[0]["data"]["i"] + 1
             )
-            kept = _kept_rows(server.data_dir, run_id)
+            kept = _kept_rows(server, run_id)
             assert 7 * 64 * MiB // 8 - 4096 <= kept["bytes"] <= 64 * MiB
             assert kept["last_i"] == FLOOD["count"] - 1
         _assert_clean_log(server)
@@ -160,7 +160,7 @@ async def test_replay_after_a_restart_and_ids_keep_increasing(tmp_path: Path) ->
             run_id = frames[0]["data"]["run_id"]
             assert len(frames) == 301 and all(f["id"] for f in frames)
         server.stop()
-        server = Server(tmp_path / "data").start()  # same file, new process
+        server = Server(tmp_path / "data").start()  # same data, new process
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             path = f"/threads/{tid}/runs/{run_id}/stream"
             assert await _sse(http, "GET", path, headers={"Last-Event-ID": "-1"}) == frames
@@ -179,7 +179,7 @@ async def test_replay_after_a_restart_and_ids_keep_increasing(tmp_path: Path) ->
 
 async def test_replay_mid_run_merges_kept_buffered_and_live_events(client: LangGraphClient) -> None:
     """Joins with Last-Event-ID: -1 at different moments of a resumable run: each gets every
-    event once, in order (what is in the file, what waits to be written, what comes live)."""
+    event once, in order (what is stored, what waits to be written, what comes live)."""
     thread = await client.threads.create()
     tid = thread["thread_id"]
     flood = {"count": 3000, "size": 200, "pause_every": 50, "pause": 0.02}
@@ -214,18 +214,18 @@ async def test_events_expire_after_the_ttl_and_at_start_up(tmp_path: Path) -> No
             run_id = frames[0]["data"]["run_id"]
             path = f"/threads/{tid}/runs/{run_id}/stream"
             assert await _sse(http, "GET", path, headers={"Last-Event-ID": "-1"}) == frames
-            # Gone from the file by the next sweep after the TTL, and from replays at once.
-            await _until(lambda: _kept_rows(server.data_dir, run_id)["events"] == 0, limit=15)
+            # Gone from the database by the next sweep after the TTL, and from replays at once.
+            await _until(lambda: _kept_rows(server, run_id)["events"] == 0, limit=15)
             assert time.monotonic() - ended >= ttl - 0.2
             assert await _sse(http, "GET", path, headers={"Last-Event-ID": "-1"}) == []
             # A run whose TTL passes while no server runs is swept at start-up.
             frames = await _sse(http, "POST", f"/threads/{tid}/runs/stream", json=body)
             run_id = frames[0]["data"]["run_id"]
         server.stop()
-        assert _kept_rows(server.data_dir, run_id)["events"] == 51
+        assert _kept_rows(server, run_id)["events"] == 51
         await asyncio.sleep(ttl + 0.5)
         server = Server(tmp_path / "data", env={"RESUMABLE_STREAM_TTL_SECONDS": str(ttl)}).start()
-        assert _kept_rows(server.data_dir, run_id)["events"] == 0
+        assert _kept_rows(server, run_id)["events"] == 0
     finally:
         server.stop()
 
@@ -243,7 +243,7 @@ async def test_caps_trim_the_oldest_events(tmp_path: Path) -> None:
                 stream_resumable=True,
             )  # fmt: skip
             await client.runs.join(tid, run["run_id"])
-            await _until_log_ended(server.data_dir, run["run_id"])
+            await _until_log_ended(server, run["run_id"])
             replay = [
                 (chunk.event, chunk.data)
                 async for chunk in client.runs.join_stream(tid, run["run_id"], last_event_id="-1")
@@ -252,7 +252,7 @@ async def test_caps_trim_the_oldest_events(tmp_path: Path) -> None:
             assert all(event == "custom" for event, _ in replay)
             seen = [data["i"] for _, data in replay]
             assert seen == list(range(seen[0], 2000))
-            kept = _kept_rows(server.data_dir, run["run_id"])
+            kept = _kept_rows(server, run["run_id"])
             assert kept["events"] == len(seen)
             # Trimmed to an eighth below a cap once over it (Redis's approximate MAXLEN).
             if cap == "events":
@@ -359,35 +359,33 @@ async def _until_finished(http: httpx.AsyncClient, tid: str, run_id: str, limit:
         await asyncio.sleep(0.2)
 
 
-def _kept_rows(data_dir: Path, run_id: str) -> dict:
-    """What the SQLite file keeps of a run's events: how many, their bytes, the last one's
-    i, and whether the log is ended (the run's end written)."""
-    conn = sqlite3.connect(f"file:{data_dir / 'agentd.sqlite'}?mode=ro", uri=True)
-    try:
-        events, size = conn.execute(
-            "SELECT count(*), coalesce(sum(length(data)), 0) FROM run_events WHERE run_id = ?",
-            (run_id,),
-        ).fetchone()
-        last = conn.execute(
-            "SELECT data FROM run_events WHERE run_id = ? ORDER BY ms DESC, seq DESC LIMIT 1",
-            (run_id,),
-        ).fetchone()
-        ended = conn.execute(
-            "SELECT expires_at IS NOT NULL FROM run_event_logs WHERE run_id = ?", (run_id,)
-        ).fetchone()
-    finally:
-        conn.close()
+def _kept_rows(server: Server, run_id: str) -> dict:
+    """What the database keeps of a run's events: how many, their bytes, the last one's i, and
+    whether the log is ended (the run's end written)."""
+    [(events, size)] = db.query(
+        server,
+        "SELECT count(*), coalesce(sum(length(data)), 0) FROM run_events WHERE run_id = ?",
+        (run_id,),
+    )
+    last = db.query(
+        server,
+        "SELECT data FROM run_events WHERE run_id = ? ORDER BY ms DESC, seq DESC LIMIT 1",
+        (run_id,),
+    )
+    ended = db.query(
+        server, "SELECT expires_at IS NOT NULL FROM run_event_logs WHERE run_id = ?", (run_id,)
+    )
     return {
         "events": events,
         "bytes": size,
-        "last_i": orjson.loads(last[0]).get("i") if last else None,
-        "ended": bool(ended and ended[0]),
+        "last_i": orjson.loads(last[0][0]).get("i") if last else None,
+        "ended": bool(ended and ended[0][0]),
     }
 
 
-async def _until_log_ended(data_dir: Path, run_id: str) -> None:
+async def _until_log_ended(server: Server, run_id: str) -> None:
     """Until the run's end is written (the last events are written behind)."""
-    await _until(lambda: _kept_rows(data_dir, run_id)["ended"], limit=10)
+    await _until(lambda: _kept_rows(server, run_id)["ended"], limit=10)
 
 
 def _assert_clean_log(server: Server) -> None:

@@ -37,8 +37,9 @@ async def http(url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="module")
-def ttl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("agentd-ttl"), config=TTL_CONFIG).start()
+def ttl_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("agentd-ttl")
+    srv = Server(data, config=TTL_CONFIG, backend=backend).start()
     yield srv
     srv.stop()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +19,7 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import UnprocessableEntityError
 
+from tests import db
 from tests.receiver import Blackhole, Receiver
 from tests.server import ROOT, Server
 
@@ -57,7 +57,7 @@ def blackhole() -> Iterator[Blackhole]:
 
 
 @pytest.fixture(scope="module")
-def hook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def hook_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """Loopback targets allowed, static headers (one from the environment), a run time limit."""
     base = tmp_path_factory.mktemp("webhooks")
     config = write_config(
@@ -68,15 +68,15 @@ def hook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "headers": {"Authorization": "Bearer ${{ env.LG_WEBHOOK_TOKEN }}", "X-Static": "yes"},
         },
     )
-    srv = Server(base / "data", config=config, env={"BG_JOB_TIMEOUT_SECS": str(RUN_TIMEOUT)})
-    srv.start()
+    env = {"BG_JOB_TIMEOUT_SECS": str(RUN_TIMEOUT)}
+    srv = Server(base / "data", config=config, env=env, backend=backend).start()
     yield srv
     srv.stop()
 
 
 @pytest.fixture(scope="module")
 def strict_server(
-    tmp_path_factory: pytest.TempPathFactory, blackhole: Blackhole
+    tmp_path_factory: pytest.TempPathFactory, blackhole: Blackhole, backend: str
 ) -> Iterator[Server]:
     """A restrictive URL policy, and delivery switched off."""
     base = tmp_path_factory.mktemp("webhooks-strict")
@@ -91,7 +91,7 @@ def strict_server(
             "max_url_length": 100,
         }},
     )  # fmt: skip
-    srv = Server(base / "data", config=config).start()
+    srv = Server(base / "data", config=config, backend=backend).start()
     yield srv
     srv.stop()
 
@@ -418,5 +418,4 @@ async def test_configured_policy_and_disabled_delivery(
     assert run["status"] == "success" and run["kwargs"]["webhook"] == url
     await asyncio.sleep(1.5)
     assert blackhole.accepted == before  # not even a connection
-    with sqlite3.connect(strict_server.data_dir / "agentd.sqlite") as conn:
-        assert conn.execute("SELECT count(*) FROM webhook_outbox").fetchone() == (0,)
+    assert db.query(strict_server, "SELECT count(*) FROM webhook_outbox") == [(0,)]

@@ -31,9 +31,9 @@ SETTLE_LIMIT = 30.0
 
 
 @pytest.fixture(scope="module")
-def race_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def race_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """A server of this module's own: the tests restart it."""
-    server = Server(tmp_path_factory.mktemp("races")).start()
+    server = Server(tmp_path_factory.mktemp("races"), backend=backend).start()
     yield server
     server.stop()
 

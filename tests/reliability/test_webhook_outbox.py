@@ -5,7 +5,6 @@ shutdown leaves the rest in the outbox. Real servers, a real receiver in this pr
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from langgraph_sdk import get_client
 
 from agentd.webhooks.sender import ATTEMPTS, BACKOFF, CONCURRENCY
+from tests import db
 from tests.api.test_webhooks import new_path, write_config
 from tests.receiver import Blackhole, Hook, Receiver
 from tests.server import Server
@@ -36,9 +36,8 @@ def hook_server(base: Path, timeout: float | None = None) -> Server:
 
 
 def outbox(server: Server) -> list[tuple[str, int]]:
-    """(run_id, attempt) of every delivery in the server's outbox (read from its file)."""
-    with sqlite3.connect(server.data_dir / "agentd.sqlite") as conn:
-        return conn.execute("SELECT run_id, attempt FROM webhook_outbox").fetchall()
+    """(run_id, attempt) of every delivery in the server's outbox (read from its database)."""
+    return db.query(server, "SELECT run_id, attempt FROM webhook_outbox")
 
 
 def rss(server: Server) -> int:
@@ -93,7 +92,7 @@ async def test_deliveries_survive_kill_9_and_are_sent_once_more(
     finally:
         server.kill()
 
-    restarted = Server(server.data_dir, config=server.config).start()
+    restarted = Server(server.data_dir, config=server.config, backend=server.backend).start()
     try:
         for path, previous in ((ended, first), (cancelled, first_cancelled)):
             hooks = await asyncio.to_thread(receiver.wait, path, 2)
