@@ -78,8 +78,9 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> Server:
-        """Spawn and wait until it answers ``/ok``."""
+    def start(self, timeout: float = 60) -> Server:
+        """Spawn and wait until it answers ``/ok`` (imports alone take 10-20 s on a loaded
+        2-core machine; PostgreSQL's migrations of a new database a few more)."""
         self.spawn()
         assert self.proc is not None
         deadline = time.monotonic() + timeout

@@ -105,7 +105,7 @@ def test_thread_ids_past_the_sqlite_parameter_limit(big_server: Server) -> None:
     with httpx.Client(base_url=big_server.url, timeout=120) as http:
         kept = http.post("/threads", json={}).json()["thread_id"]
         gone = http.post("/threads", json={}).json()["thread_id"]
-        # 250,000 is the most parameters SQLite takes in one statement.
+        # 250,000 is the most parameters SQLite takes in one statement (PostgreSQL: 65,535).
         others = [str(uuid.uuid4()) for _ in range(250_001)]
         r = http.post("/threads/search", json={"ids": [*others, kept, gone], "limit": 10})
         assert r.status_code == 200, r.text[:300]

@@ -117,6 +117,7 @@ async def test_graceful_stop_requeues_running_run(tmp_path: Path) -> None:
 
 
 async def test_second_server_on_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
+    # The same data dir is the same database on PostgreSQL too (tests/server.py).
     server = Server(tmp_path / "data").start()
     try:
         second = Server(tmp_path / "data")
