@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from tests.pg import PgCluster
 from tests.server import Server
@@ -19,6 +20,7 @@ RUNS = 12
 DELAY = 0.6  # per node; three nodes: a run takes ~2 s, so the stop lands mid-graph
 
 
+@pytest.mark.postgres_only("stops and starts a PostgreSQL cluster of its own")
 async def test_postgres_stopped_and_started_under_runs_in_flight(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.txt"
     with PgCluster(tmp_path / "cluster") as cluster:
