@@ -93,7 +93,16 @@ class PostgresDialect(Dialect):
 DIALECT = PostgresDialect()
 
 
-_NUL = "JSON text with the character U+0000 cannot be stored (PostgreSQL's jsonb refuses it)"
+_NUL = "Text with the character U+0000 cannot be stored (PostgreSQL refuses it)"
+
+
+def _refused(exc: psycopg.DataError) -> Unprocessable:
+    """A value PostgreSQL cannot store (the character U+0000 in text or jsonb, a number or a
+    time out of its range): the request's fault."""
+    if isinstance(exc, errors.UntranslatableCharacter) or "NUL" in str(exc):
+        return Unprocessable(_NUL)
+    first = (str(exc).strip().splitlines() or ["invalid value"])[0]
+    return Unprocessable(f"The database refused a value: {first}")
 
 
 @contextmanager
@@ -102,8 +111,8 @@ def _errors() -> Iterator[None]:
     are agentd's (503, a run handed back), a value jsonb refuses is the request's (422)."""
     try:
         yield
-    except errors.UntranslatableCharacter:
-        raise Unprocessable(_NUL) from None
+    except psycopg.DataError as exc:
+        raise _refused(exc) from None
     except (psycopg.OperationalError, PoolTimeout) as exc:
         raise _unavailable(exc) from exc
 
@@ -294,8 +303,8 @@ class PostgresStorage(RelationalStorage):
                 if attempt == RETRIES - 1:
                     raise DatabaseUnavailable("too many conflicting transactions") from None
                 time.sleep(random.uniform(0.001, 0.01) * 2**attempt)
-            except errors.UntranslatableCharacter:
-                raise Unprocessable(_NUL) from None
+            except psycopg.DataError as exc:  # a value of the request: 22xxx, or NUL in text
+                raise _refused(exc) from None
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 raise _unavailable(exc) from exc
         raise AssertionError("unreachable")

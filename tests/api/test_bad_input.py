@@ -413,11 +413,6 @@ def fuzz_thread(url: str) -> str:
     return httpx.post(f"{url}/threads", json={}).json()["thread_id"]
 
 
-@pytest.mark.known_bug(
-    "postgres",
-    "NUL in a plain text column (POST /assistants name '\\x00'): psycopg.DataError 'PostgreSQL "
-    "text fields cannot contain NUL (0x00) bytes' is not turned into a 422, so a 500",
-)
 @settings(
     max_examples=250,
     deadline=None,
