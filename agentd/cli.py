@@ -1,5 +1,5 @@
 """The ``agentd`` command: ``agentd serve`` serves a langgraph.json; ``agentd migrate`` brings its
-database to this version's schema."""
+database to this version's schema; ``agentd copy`` moves a SQLite deployment to PostgreSQL."""
 
 from __future__ import annotations
 
@@ -38,7 +38,18 @@ def main(argv: list[str] | None = None) -> None:
     migrate.add_argument("--config", default="langgraph.json", help="its .agentd/ is the data dir")
     migrate.add_argument("--data-dir", default=None)
     migrate.add_argument("--database-url", default=None)
+    copy = sub.add_parser(
+        "copy", help="copy a SQLite deployment into a PostgreSQL database (no server "
+        "running on either); safe to re-run",
+    )  # fmt: skip
+    copy.add_argument("--from", dest="source", required=True,
+                      help="the data dir, or its agentd.sqlite")  # fmt: skip
+    copy.add_argument("--to", dest="target", required=True, help="postgresql://...")
     args = parser.parse_args(argv)
+    if args.command == "copy":
+        from agentd.storage.copy import main as copy_main
+
+        sys.exit(copy_main(args.source, args.target))
     if args.command == "serve":
         sys.exit(_serve(args))
     if args.command == "migrate":
