@@ -1,15 +1,17 @@
-"""Side-by-side benchmark of agentd and the official LangGraph dev server.
+"""Side-by-side benchmark of agentd (on SQLite and on PostgreSQL) and the official LangGraph
+dev server.
 
 Starts each server under test as a subprocess on a free loopback port, measures run latency,
 background throughput, time to first streamed event and memory, stops it, and writes
 ``bench/results/<UTC timestamp>-<label>.{json,md}``. See bench/README.md.
 
-Run with the repo's virtualenv (stdlib + httpx + langgraph_sdk only):
+Run with the repo's virtualenv (stdlib + httpx + langgraph_sdk, and psycopg for agentd-pg):
 
-    .venv/bin/python bench/run.py [--servers agentd,reference] [-n 200] [--threads 100]
+    .venv/bin/python bench/run.py [--servers agentd,agentd-pg,reference] [-n 200]
 
-All traffic goes to 127.0.0.1. Every loop is bounded in count, and every request and phase
-has a timeout.
+agentd-pg serves from a fresh database created on ``--pg-url`` for the run and dropped after
+it. All traffic goes to 127.0.0.1 (and to that PostgreSQL server). Every loop is bounded in
+count, and every request, phase and database statement has a timeout.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,7 +45,10 @@ from lean_http import LeanClient  # beside this script
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 HOST = "127.0.0.1"
-SERVER_NAMES = ("agentd", "reference")
+SERVER_NAMES = ("agentd", "agentd-pg", "reference")
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_CONNECT_TIMEOUT_S = 10
+PG_STATEMENT_TIMEOUT_MS = 60_000  # CREATE / DROP DATABASE and the few admin queries
 MAX_SSE_EVENTS = 200  # per stream; the bench graphs emit 2-3
 OK_POLL_INTERVAL_S = 0.2
 STOP_GRACE_S = 15.0
@@ -75,6 +81,7 @@ class Options:
     warmup: int
     agentd_jobs: int | None
     reference_jobs: int
+    pg_url: str
     startup_timeout: float
     request_timeout: float
     phase_timeout: float
@@ -84,32 +91,50 @@ class Options:
 
 
 @dataclass(frozen=True)
+class BenchDatabase:
+    """A database made for one server's run: where to serve from, and its admin URL."""
+
+    name: str
+    url: str
+    admin_url: str
+    server_version: str
+
+
+@dataclass(frozen=True)
 class ServerSpec:
     name: str
     executable: Path
     missing_hint: str
-    build_args: Callable[[int, Path], list[str]]
+    # (port, workdir, database or None) -> argv
+    build_args: Callable[[int, Path, BenchDatabase | None], list[str]]
+    # A fresh database for the run, dropped when the server has stopped (agentd-pg only).
+    database: Callable[[], contextlib.AbstractContextManager[BenchDatabase]] | None = None
 
 
-def agentd_spec(jobs: int | None) -> ServerSpec:
+def agentd_spec(jobs: int | None, pg_url: str | None = None) -> ServerSpec:
+    """agentd on SQLite (a fresh --data-dir), or with ``pg_url`` on a fresh PostgreSQL
+    database created through that admin URL (``--database-url``)."""
     exe = REPO_DIR / ".venv" / "bin" / "agentd"
 
-    def build(port: int, workdir: Path) -> list[str]:
+    def build(port: int, workdir: Path, db: BenchDatabase | None) -> list[str]:
+        where = ["--database-url", db.url] if db else ["--data-dir", str(workdir / "data")]
         return [
             str(exe), "serve",
             "--config", str(workdir / "langgraph.json"),
             "--host", HOST, "--port", str(port),
-            "--data-dir", str(workdir / "data"),
+            *where,
         ] + (["--jobs", str(jobs)] if jobs is not None else [])  # fmt: skip
 
     hint = "install the repo first: python3 -m venv .venv && .venv/bin/pip install -e '.[test]'"
-    return ServerSpec("agentd", exe, hint, build)
+    if pg_url is None:
+        return ServerSpec("agentd", exe, hint, build)
+    return ServerSpec("agentd-pg", exe, hint, build, lambda: bench_database(pg_url))
 
 
 def reference_spec(jobs: int) -> ServerSpec:
     exe = BENCH_DIR / ".venv-ref" / "bin" / "langgraph"
 
-    def build(port: int, workdir: Path) -> list[str]:
+    def build(port: int, workdir: Path, _db: BenchDatabase | None) -> list[str]:
         return [
             str(exe), "dev", "--no-browser", "--no-reload",
             "--host", HOST, "--port", str(port),
@@ -123,9 +148,131 @@ def reference_spec(jobs: int) -> ServerSpec:
 def server_specs(opts: Options) -> list[ServerSpec]:
     table = {
         "agentd": agentd_spec(opts.agentd_jobs),
+        "agentd-pg": agentd_spec(opts.agentd_jobs, opts.pg_url),
         "reference": reference_spec(opts.reference_jobs),
     }
     return [table[name] for name in opts.servers]
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL (agentd-pg)
+# --------------------------------------------------------------------------------------------
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The admin URL does not answer (or psycopg is missing): agentd-pg is skipped."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for reports and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    netloc += f":{parts.port}" if parts.port else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` naming database ``name`` instead of its own (host, user and query kept)."""
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/" + name))
+
+
+def pg_admin_connect(admin_url: str) -> Any:
+    """An autocommit connection on the admin URL, every statement bounded in time."""
+    try:
+        import psycopg  # agentd's dependency, in .venv; only agentd-pg needs it
+    except ImportError as exc:
+        raise DatabaseUnavailable(f"psycopg is not installed in this Python ({exc})") from None
+    try:
+        return psycopg.connect(
+            admin_url,
+            autocommit=True,
+            connect_timeout=PG_CONNECT_TIMEOUT_S,
+            options=f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}",
+        )
+    except psycopg.OperationalError as exc:
+        reason = " ".join(line.strip() for line in str(exc).splitlines())
+        raise DatabaseUnavailable(
+            f"cannot connect to {redact_url(admin_url)}: {reason}; start PostgreSQL or pass "
+            "--pg-url (or AGENTD_BENCH_PG_URL)"
+        ) from None
+
+
+@contextlib.contextmanager
+def _pg_errors(what: str) -> Iterator[None]:
+    """psycopg's errors as RuntimeError (a failed server), with ``what`` in front."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise RuntimeError(f"{what}: {type(exc).__name__}: {exc}".strip()) from exc
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    from psycopg import sql
+
+    with pg_admin_connect(admin_url) as conn:
+        # FORCE ends whatever session is still connected (a server that did not stop cleanly).
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@contextlib.contextmanager
+def bench_database(admin_url: str) -> Iterator[BenchDatabase]:
+    """Create ``agentd_bench_<timestamp>`` on ``admin_url``, yield it, and drop it afterwards,
+    whether the run succeeded, failed or was interrupted (SIGTERM unwinds through here)."""
+    from psycopg import sql
+
+    name = "agentd_bench_" + datetime.now(UTC).strftime("%Y%m%d_%H%M%S_%f")
+    with pg_admin_connect(admin_url) as conn, _pg_errors("cannot create the bench database"):
+        version = str(conn.execute("SHOW server_version").fetchone()[0])
+        stale = [
+            row[0]
+            for row in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'agentd\\_bench\\_%'"
+                " ORDER BY datname"
+            )
+        ]
+        if stale:
+            print(
+                f"[agentd-pg] note: {len(stale)} database(s) left by an earlier run that was "
+                f"killed: {', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''} "
+                "(not touched; DROP DATABASE them by hand)",
+                flush=True,
+            )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    print(f"[agentd-pg] created database {name} on {redact_url(admin_url)}", flush=True)
+    try:
+        yield BenchDatabase(name, with_database(admin_url, name), admin_url, version)
+    finally:
+        try:
+            drop_database(admin_url, name)
+            print(f"[agentd-pg] dropped database {name}", flush=True)
+        except Exception as exc:  # say so, but do not hide the run's own outcome
+            print(f"[agentd-pg] could not drop database {name}: {exc}", flush=True)
+
+
+def pg_backends(db: BenchDatabase) -> JSON:
+    """The PostgreSQL sessions on the bench database: how many, and their VmRSS. They are
+    PostgreSQL's processes, not agentd's (and their RSS includes shared buffers they touched),
+    so they are reported apart and never added to agentd's RSS."""
+    try:
+        with pg_admin_connect(db.admin_url) as conn:
+            pids = [
+                int(row[0])
+                for row in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s", (db.name,)
+                )
+            ]
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {
+        "sessions": len(pids),
+        "vmrss_mib_incl_shared": round(sum(rss_kib(pid) for pid in pids) / 1024, 1),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,6 +287,7 @@ class RunningServer:
     base_url: str
     log_path: Path
     startup_s: float = 0.0
+    database: BenchDatabase | None = None
 
 
 def free_port() -> int:
@@ -210,7 +358,12 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_server(spec: ServerSpec, opts: Options) -> Iterator[RunningServer]:
-    with tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as tmp:
+    # The database (if any) is made first and dropped last: after the server has stopped.
+    database = spec.database() if spec.database else contextlib.nullcontext(None)
+    with (
+        database as db,
+        tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as tmp,
+    ):
         workdir = Path(tmp)
         prepare_workdir(workdir)
         port = free_port()
@@ -218,7 +371,7 @@ def running_server(spec: ServerSpec, opts: Options) -> Iterator[RunningServer]:
         started = time.perf_counter()
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                spec.build_args(port, workdir),
+                spec.build_args(port, workdir, db),
                 cwd=workdir,
                 env=child_env(),
                 stdin=subprocess.DEVNULL,
@@ -226,7 +379,7 @@ def running_server(spec: ServerSpec, opts: Options) -> Iterator[RunningServer]:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        server = RunningServer(spec.name, proc, f"http://{HOST}:{port}", log_path)
+        server = RunningServer(spec.name, proc, f"http://{HOST}:{port}", log_path, database=db)
         try:
             wait_until_ok(server, opts.startup_timeout)
             server.startup_s = time.perf_counter() - started
@@ -352,6 +505,16 @@ async def create_thread(client: httpx.AsyncClient) -> str:
     resp = await client.post("/threads", json={})
     resp.raise_for_status()
     return str(resp.json()["thread_id"])
+
+
+async def create_thread_retrying(client: httpx.AsyncClient) -> str:
+    """``create_thread`` for a burst's untimed setup, once more on a transport error: a server
+    may close an idle keep-alive connection just as the pool reuses it (a whole burst of the
+    reference once failed so, with ``ReadError('')``). An extra thread is harmless."""
+    try:
+        return await create_thread(client)
+    except httpx.TransportError:
+        return await create_thread(client)
 
 
 async def post_json(client: httpx.AsyncClient, path: str, body: JSON) -> Any:
@@ -491,7 +654,7 @@ async def measure_burst(client: httpx.AsyncClient, graph: str, count: int) -> JS
 
     The burst itself goes through LeanClient: httpx's pool would be the bottleneck."""
     try:
-        thread_ids = await asyncio.gather(*(create_thread(client) for _ in range(count)))
+        thread_ids = await asyncio.gather(*(create_thread_retrying(client) for _ in range(count)))
     except httpx.HTTPError as exc:
         return {"graph": graph, "runs": count, "errors": count, "first_error": repr(exc)}
     url = client.base_url
@@ -626,6 +789,13 @@ async def measure_server(server: RunningServer, opts: Options) -> JSON:
                 pt,
             )
     result["rss_after_mib"] = tree_rss_mib(pid)
+    if server.database is not None:
+        result["postgres"] = {
+            "database": server.database.name,
+            "admin_url": redact_url(server.database.admin_url),
+            "server_version": server.database.server_version,
+            "backends_after": pg_backends(server.database),
+        }
     return result
 
 
@@ -685,54 +855,134 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def ratio(a: Any, b: Any) -> str:
+# The ratio columns: (numerator, denominator), shown when both servers are in the report.
+RATIOS: list[tuple[str, str]] = [
+    ("agentd-pg", "agentd"),
+    ("agentd", "reference"),
+    ("agentd-pg", "reference"),
+]
+PG_LATENCY_LIMIT = 2.0  # issue 13: PostgreSQL mode within 2x of SQLite on latency
+
+
+def is_latency(path: tuple[str, ...]) -> bool:
+    """The rows that time a request or a burst (not memory, throughput or start-up)."""
+    return path[0] in ("wait_stateless_ms", "wait_thread_ms", "stream") or path[-1] in (
+        "total_s",
+        "total_s_min",
+        "all_accepted_s",
+    )
+
+
+def as_ratio(a: Any, b: Any) -> float | None:
     if not isinstance(a, int | float) or not isinstance(b, int | float) or b == 0:
+        return None
+    return a / b
+
+
+def target_lines(res: dict[str, Any]) -> list[str]:
+    """Issue 13's targets, checked row by row: agentd-pg within 2x of agentd on every latency,
+    and ahead of the reference wherever agentd is."""
+    if not (res.get("agentd") and res.get("agentd-pg")):
+        return []
+    over = []
+    for label, path, _ in ROWS:
+        r = as_ratio(dig(res["agentd-pg"], path), dig(res["agentd"], path))
+        if is_latency(path) and r is not None and r > PG_LATENCY_LIMIT:
+            over.append(f"{label} {r:.2f}x")
+    lines = [
+        f"- agentd-pg/agentd above {PG_LATENCY_LIMIT:g}x on latency: "
+        + ("; ".join(over) if over else "none"),
+    ]
+    if res.get("reference"):
+        lost = []
+        for label, path, higher_is_better in ROWS:
+            if path[0].startswith("rss_"):
+                continue  # memory: PostgreSQL's own processes are not counted (see below)
+            sqlite_r = as_ratio(dig(res["agentd"], path), dig(res["reference"], path))
+            pg_r = as_ratio(dig(res["agentd-pg"], path), dig(res["reference"], path))
+            if sqlite_r is None or pg_r is None:
+                continue
+            sqlite_wins = sqlite_r > 1 if higher_is_better else sqlite_r < 1
+            pg_wins = pg_r > 1 if higher_is_better else pg_r < 1
+            if sqlite_wins and not pg_wins:
+                lost.append(f"{label} ({ratio_text(pg_r)})")
+        lines.append(
+            "- rows where agentd beats the reference and agentd-pg does not: "
+            + ("; ".join(lost) if lost else "none")
+        )
+    return lines
+
+
+def ratio_text(r: float | None) -> str:
+    if r is None:
         return "—"
-    r = a / b
     return f"{r:.2g}x" if r < 0.1 else f"{r:.2f}x"
+
+
+def ratio(a: Any, b: Any) -> str:
+    return ratio_text(as_ratio(a, b))
 
 
 def render_markdown(report: JSON) -> str:
     meta = report["meta"]
     servers: dict[str, JSON] = report["servers"]
+    shown = [name for name in SERVER_NAMES if name in servers]
     res = {name: servers.get(name, {}).get("result") for name in SERVER_NAMES}
+    ratios = [(a, b) for a, b in RATIOS if a in shown and b in shown]
+    opts = meta["options"]
     lines = [
         f"# agentd benchmark — {meta['timestamp']}",
         "",
         f"commit `{meta['git_commit']}` · {meta['nproc']} cores · {meta['platform']} · "
-        f"n={meta['options']['n']} stream_n={meta['options']['stream_n']} "
-        f"burst={meta['options']['threads']} threads x {meta['options'].get('bursts', 1)} · "
-        "run slots: agentd "
-        f"{meta['options']['agentd_jobs'] or 'default'}, reference "
-        f"{meta['options']['reference_jobs']}",
-        "",
+        f"n={opts['n']} stream_n={opts['stream_n']} "
+        f"burst={opts['threads']} threads x {opts.get('bursts', 1)} · "
+        f"run slots: agentd {opts['agentd_jobs'] or 'default'}, reference "
+        f"{opts['reference_jobs']}",
     ]
-    for name in SERVER_NAMES:
-        entry = servers.get(name)
-        if entry is None:
-            continue
+    if meta.get("load_before") is not None:
+        lines[-1] += f" · load average before: {meta['load_before']}"
+    lines.append("")
+    for name in shown:
+        entry = servers[name]
         version = dig(entry, ("result", "info", "version"))
         reason = entry.get("reason")
         status = entry["status"] + (f" ({reason.splitlines()[0]})" if reason else "")
-        lines.append(f"- **{name}**: {status}" + (f", version {version}" if version else ""))
+        line = f"- **{name}**: {status}" + (f", version {version}" if version else "")
+        if load := entry.get("load_avg"):
+            line += f", load average (1 min) {load['start'][0]} → {load['end'][0]}"
+        if pg := dig(entry, ("result", "postgres")):
+            line += f", PostgreSQL {pg.get('server_version')} (database {pg.get('database')})"
+        lines.append(line)
     lines += [
         "",
-        "Lower is better except runs/s. Ratio = agentd / reference (below 1x means agentd is "
-        "lower).",
+        "Lower is better except runs/s. A ratio a/b below 1x means a's number is lower. "
+        "agentd = SQLite, agentd-pg = PostgreSQL.",
         "",
-        "| metric | agentd | reference | agentd/reference |",
-        "| --- | ---: | ---: | ---: |",
+        "| metric | " + " | ".join(shown) + "".join(f" | {a}/{b}" for a, b in ratios) + " |",
+        "| --- |" + " ---: |" * (len(shown) + len(ratios)),
     ]
     for label, path, _ in ROWS:
-        a, b = dig(res["agentd"], path), dig(res["reference"], path)
-        lines.append(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} |")
+        values = [fmt(dig(res[name], path)) for name in shown]
+        rs = [ratio(dig(res[a], path), dig(res[b], path)) for a, b in ratios]
+        lines.append(f"| {label} | " + " | ".join(values + rs) + " |")
+    if targets := target_lines(res):
+        lines += ["", "Issue 13's targets:", "", *targets]
+    if pg := dig(res.get("agentd-pg"), ("postgres", "backends_after")):
+        lines += [
+            "",
+            "RSS is the agentd process tree only. agentd-pg's PostgreSQL sessions are "
+            "PostgreSQL's processes, not agentd's, and are not counted: after all phases "
+            f"{pg.get('sessions', '?')} sessions on the bench database, "
+            f"{fmt(pg.get('vmrss_mib_incl_shared'))} MiB VmRSS together "
+            "(shared buffers included, so not comparable with agentd's).",
+        ]
     errors = [
         f"{name} {what}: {dig(res[name], path)}"
-        for name in SERVER_NAMES
+        for name in shown
         for what, path in ERROR_PATHS
         if dig(res[name], path)
     ]
-    sdk = [f"{name}: {dig(res[name], ('sdk_check', 'ok'))}" for name in SERVER_NAMES if res[name]]
+    sdk = [f"{name}: {dig(res[name], ('sdk_check', 'ok'))}" for name in shown if res[name]]
     lines += ["", "SDK round-trip ok: " + (", ".join(sdk) or "—")]
     lines += ["", "Errors: " + ("; ".join(errors) if errors else "none"), ""]
     return "\n".join(lines)
@@ -763,7 +1013,19 @@ def default_label() -> str:
     return cleaned[:40] or "run"
 
 
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages: how busy the shared machine was."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def run_one(spec: ServerSpec, opts: Options) -> JSON:
+    load_start = load_average()
+    entry = run_server(spec, opts)
+    entry["load_avg"] = {"start": load_start, "end": load_average()}
+    return entry
+
+
+def run_server(spec: ServerSpec, opts: Options) -> JSON:
     if not spec.executable.exists():
         print(f"[{spec.name}] SKIPPED: {spec.executable} not found; {spec.missing_hint}")
         return {"status": "skipped", "reason": f"{spec.executable} not found; {spec.missing_hint}"}
@@ -772,6 +1034,9 @@ def run_one(spec: ServerSpec, opts: Options) -> JSON:
         with running_server(spec, opts) as server:
             print(f"[{spec.name}] up at {server.base_url} in {server.startup_s:.1f} s", flush=True)
             result = asyncio.run(measure_server(server, opts))
+    except DatabaseUnavailable as exc:
+        print(f"[{spec.name}] SKIPPED: {exc}", flush=True)
+        return {"status": "skipped", "reason": str(exc)}
     except RuntimeError as exc:
         print(f"[{spec.name}] FAILED: {exc}", flush=True)
         return {"status": "failed", "reason": str(exc)}
@@ -790,7 +1055,11 @@ def write_report(report: JSON, opts: Options) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> Options:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--servers", default="agentd,reference", help="comma list of agentd,reference")
+    p.add_argument(
+        "--servers",
+        default=",".join(SERVER_NAMES),
+        help=f"comma list of {','.join(SERVER_NAMES)} (default: all)",
+    )
     p.add_argument("-n", "--n", type=int, default=200, help="sequential runs per latency test")
     p.add_argument("--stream-n", type=int, default=None, help="streams to time (default: n)")
     p.add_argument("--threads", type=int, default=100, help="threads/runs in each burst")
@@ -801,6 +1070,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     p.add_argument(
         "--reference-jobs", type=int, default=10, help="langgraph dev --n-jobs-per-worker"
+    )
+    p.add_argument(
+        "--pg-url",
+        default=os.environ.get("AGENTD_BENCH_PG_URL") or DEFAULT_PG_URL,
+        help="admin URL on which agentd-pg's database is created and dropped "
+        f"(env AGENTD_BENCH_PG_URL; default {DEFAULT_PG_URL})",
     )
     p.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for /ok")
     p.add_argument("--request-timeout", type=float, default=60.0, help="per-request timeout (s)")
@@ -813,6 +1088,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     unknown = sorted(set(servers) - set(SERVER_NAMES))
     if unknown or not servers:
         p.error(f"--servers: unknown {unknown}; choose from {','.join(SERVER_NAMES)}")
+    if urllib.parse.urlsplit(a.pg_url).scheme not in ("postgresql", "postgres"):
+        p.error("--pg-url must be a postgresql://user@host:port/dbname URL")
     for name in ("n", "threads"):
         if not 1 <= getattr(a, name) <= 100_000:
             p.error(f"--{name} must be between 1 and 100000")
@@ -825,6 +1102,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         warmup=max(0, a.warmup),
         agentd_jobs=a.agentd_jobs,
         reference_jobs=a.reference_jobs,
+        pg_url=a.pg_url,
         startup_timeout=a.startup_timeout,
         request_timeout=a.request_timeout,
         phase_timeout=a.phase_timeout,
@@ -853,6 +1131,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Python {platform.python_version()}",
             "hostname": socket.gethostname(),
             "run_id": str(uuid.uuid4()),
+            "load_before": load_average(),
             "options": {
                 "servers": opts.servers,
                 "n": opts.n,
@@ -862,6 +1141,7 @@ def main(argv: list[str] | None = None) -> int:
                 "warmup": opts.warmup,
                 "agentd_jobs": opts.agentd_jobs,
                 "reference_jobs": opts.reference_jobs,
+                "pg_url": redact_url(opts.pg_url) if "agentd-pg" in opts.servers else None,
                 "sleep_graph_seconds": SLEEP_GRAPH_SECONDS,
             },
         },
