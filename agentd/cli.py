@@ -28,9 +28,24 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     serve.add_argument(
         "--database-url", default=None, help="where the data lives instead of --data-dir "
-        "(also DATABASE_URI); today a SQLite file or sqlite:///path",
+        "(also DATABASE_URI): postgresql://..., or a SQLite file or sqlite:///path",
+    )  # fmt: skip
+    serve.add_argument(
+        "--redis-url", default=None, help="redis://... (also REDIS_URI): many API servers and "
+        "workers share the PostgreSQL database and this Redis; with it, --jobs 0 serves the "
+        "API only",
     )  # fmt: skip
     serve.add_argument("--log-level", default="info")
+    worker = sub.add_parser(
+        "worker", help="execute runs only (no API), beside API servers sharing the same "
+        "PostgreSQL database and Redis",
+    )  # fmt: skip
+    worker.add_argument("--config", default="langgraph.json", help="path to langgraph.json")
+    worker.add_argument("--jobs", type=int, default=None, help="runs executed at once "
+                        "(default 100, or N_JOBS_PER_WORKER)")  # fmt: skip
+    worker.add_argument("--database-url", default=None, help="postgresql://... (DATABASE_URI)")
+    worker.add_argument("--redis-url", default=None, help="redis://... (REDIS_URI)")
+    worker.add_argument("--log-level", default="info")
     migrate = sub.add_parser(
         "migrate", help="bring the database up to this version's schema, then exit (serve "
         "does it too at start-up)",
@@ -52,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(copy_main(args.source, args.target))
     if args.command == "serve":
         sys.exit(_serve(args))
+    if args.command == "worker":
+        sys.exit(_worker(args))
     if args.command == "migrate":
         sys.exit(_migrate(args))
 
@@ -108,8 +125,10 @@ def _serve(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             jobs=args.jobs,
             database_url=args.database_url,
+            redis_url=args.redis_url,
         )
-        check_location(settings.storage_location)  # a database it cannot serve stops here
+        # A database it cannot serve stops here.
+        check_location(settings.storage_location, shared=settings.redis_url is not None)
         graphs = GraphRegistry(settings.graphs, settings.base_dir, settings.dependencies)
         graphs.load()
         index_config(settings.store_index, settings.base_dir)  # a bad embed fails here, in one line
@@ -134,6 +153,59 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2
     return 0 if server.started else 1
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Execute runs (and crons, sweeps, webhooks) until SIGTERM or SIGINT, then drain."""
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import asyncio
+    import signal
+
+    import uvloop
+
+    from agentd.config import ConfigError, load_settings
+    from agentd.embeddings import index_config
+    from agentd.graphs import GraphRegistry
+    from agentd.services import open_services
+    from agentd.storage import check_location
+    from agentd.storage.base import StorageStartupError
+
+    try:
+        settings = load_settings(
+            args.config, jobs=args.jobs, database_url=args.database_url, redis_url=args.redis_url
+        )
+        if settings.redis_url is None:
+            raise ConfigError(
+                "agentd worker needs --redis-url (REDIS_URI) and a PostgreSQL --database-url, "
+                "shared with the API servers; alone, agentd serve executes runs itself"
+            )
+        if settings.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1 for a worker, got {settings.jobs}")
+        check_location(settings.storage_location, shared=True)
+        graphs = GraphRegistry(settings.graphs, settings.base_dir, settings.dependencies)
+        graphs.load()
+        index_config(settings.store_index, settings.base_dir)
+    except (ConfigError, StorageStartupError) as exc:
+        print(f"agentd: {exc}", file=sys.stderr)
+        return 2
+
+    async def work() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with open_services(settings, graphs):
+            await stop.wait()
+            logging.getLogger("agentd.worker").info("stopping: draining the runs under way")
+
+    try:
+        uvloop.run(work())
+    except StorageStartupError as exc:
+        print(f"agentd: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from typing import Any, TypeVar
 
 from dotenv import dotenv_values
 
+from agentd.storage import postgres_url
+from agentd.storage.base import LEASE_SECONDS
+
 T = TypeVar("T")
 log = logging.getLogger("agentd.config")
 
@@ -20,6 +23,11 @@ log = logging.getLogger("agentd.config")
 # Runs executed at once by one process. A run is an asyncio task that mostly waits on model and
 # tool I/O, so a slot costs memory, not a thread: the default is sized for I/O-bound agents.
 DEFAULT_JOBS = 100
+# A worker renews the leases of the runs it holds every HEARTBEAT_SECONDS; a run not renewed
+# for LEASE_SECONDS (its worker died, stalled or lost the database) is taken back and resumed
+# from its last checkpoint by another attempt. Longer leases survive longer stalls; shorter
+# ones resume a dead worker's runs sooner.
+HEARTBEAT_SECONDS = 5.0
 # The largest request body accepted (HTTP_MAX_REQUEST_BODY_BYTES). The official server allows
 # 300 MiB; a body is parsed and validated in memory, so agentd keeps the default to what a run
 # input, a state update or a store item plausibly needs.
@@ -96,9 +104,12 @@ class Settings:
     port: int = 8123
     data_dir: Path = Path(".agentd")
     database_url: str | None = None  # --database-url / DATABASE_URI; None: the SQLite file
-    jobs: int = DEFAULT_JOBS
+    redis_url: str | None = None  # --redis-url / REDIS_URI: many processes share the database
+    jobs: int = DEFAULT_JOBS  # 0: this process serves the API only (with Redis)
     run_timeout: float | None = None  # seconds per attempt (BG_JOB_TIMEOUT_SECS)
     max_attempts: int = 3  # attempts before a run whose process keeps dying fails
+    lease_seconds: float = LEASE_SECONDS  # a claimed run is taken back if not renewed in time
+    heartbeat_seconds: float = HEARTBEAT_SECONDS  # how often a worker renews its leases
     resumable_ttl: float = 600.0  # seconds a resumable run's events are kept after its end
     resumable_max_events: int = 100_000  # a resumable run keeps its newest events up to these
     resumable_max_bytes: int = 64 * 1024 * 1024
@@ -127,6 +138,11 @@ class Settings:
         return self.database_url or self.sqlite_path
 
 
+def env_redis_url() -> str | None:
+    """``REDIS_URI``, the official server's name."""
+    return os.environ.get("REDIS_URI") or None
+
+
 def env_database_url() -> str | None:
     """``DATABASE_URI`` (the official server's name; ``POSTGRES_URI`` is its alias)."""
     return os.environ.get("DATABASE_URI") or os.environ.get("POSTGRES_URI") or None
@@ -140,6 +156,7 @@ def load_settings(
     data_dir: str | os.PathLike[str] | None = None,
     jobs: int | None = None,
     database_url: str | None = None,
+    redis_url: str | None = None,
 ) -> Settings:
     path = Path(config).resolve()
     if not path.is_file():
@@ -155,17 +172,43 @@ def load_settings(
     _apply_env(raw.get("env"), base)
     if jobs is None:
         jobs = _env_number("N_JOBS_PER_WORKER", int, DEFAULT_JOBS)
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    database_url = database_url or env_database_url()
+    redis_url = redis_url or env_redis_url()
+    if redis_url is not None:
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            # Not echoed: a URL may carry a password.
+            raise ConfigError(
+                "--redis-url (REDIS_URI) must start with redis://, rediss:// or unix://"
+            )
+        if database_url is None or postgres_url(database_url) is None:
+            raise ConfigError(
+                "--redis-url needs a PostgreSQL --database-url: processes that share Redis "
+                "must share the database (a SQLite file is one process's)"
+            )
+    if jobs < 0 or (jobs == 0 and redis_url is None):
+        raise ConfigError(
+            f"--jobs must be at least 1, got {jobs} (0, an API-only server, needs --redis-url "
+            "and workers that share it)"
+        )
+    lease = _env_number("AGENTD_LEASE_SECONDS", float, LEASE_SECONDS)
+    heartbeat = _env_number("AGENTD_HEARTBEAT_SECONDS", float, min(HEARTBEAT_SECONDS, lease / 4))
+    if not 0 < heartbeat < lease:
+        raise ConfigError(
+            f"AGENTD_HEARTBEAT_SECONDS ({heartbeat:g}) must be above 0 and below "
+            f"AGENTD_LEASE_SECONDS ({lease:g}): a lease must be renewed before it runs out"
+        )
     return Settings(
         config_path=path,
         host=host,
         port=port,
         data_dir=Path(data_dir).resolve() if data_dir else base / ".agentd",
-        database_url=database_url or env_database_url(),
+        database_url=database_url,
+        redis_url=redis_url,
         jobs=jobs,
         run_timeout=_env_number("BG_JOB_TIMEOUT_SECS", float, None),
         max_attempts=_env_number("BG_JOB_MAX_RETRIES", int, 3),
+        lease_seconds=lease,
+        heartbeat_seconds=heartbeat,
         resumable_ttl=_env_number("RESUMABLE_STREAM_TTL_SECONDS", float, 600.0),
         resumable_max_events=_env_number("RESUMABLE_STREAM_MAX_EVENTS", int, 100_000),
         resumable_max_bytes=_env_number("RESUMABLE_STREAM_MAX_BYTES", int, 64 * 1024 * 1024),

@@ -87,10 +87,16 @@ class GraphRegistry:
         *,
         access: AccessContext = "threads.read",
         context: Any = None,
+        shared: bool = True,
     ) -> AsyncIterator[Pregel]:
         """The graph, ready to run with ``config``; factories are called per use, with the
-        config and/or a ``ServerRuntime`` saying why (``access``)."""
+        config and/or a ``ServerRuntime`` saying why (``access``). ``shared``: the
+        checkpointer serves every caller (the binding is kept); a run's own (fenced) one is
+        bound for this use only."""
         loaded = self._graphs[graph_id]
+        if not loaded.is_factory and not shared:
+            yield _bind(loaded.obj, checkpointer, store)  # type: ignore[arg-type]
+            return
         if not loaded.is_factory:
             key = (graph_id, checkpointer is not None)
             graph = self._bound.get(key)

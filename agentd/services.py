@@ -45,8 +45,13 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
     # Sync graph nodes run on the loop's default executor (LangChain's run_in_executor): size
     # it for the slots, not for the CPU count, as their time is mostly blocking I/O.
     asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(max_workers=min(settings.jobs, 64), thread_name_prefix="agentd-node")
+        ThreadPoolExecutor(
+            max_workers=min(max(settings.jobs, 4), 64), thread_name_prefix="agentd-node"
+        )
     )
+    # With Redis, many processes share the database: runs, events and wake-ups travel
+    # between them; without, this process serves it alone.
+    shared = settings.redis_url is not None
     thread_ttl = settings.thread_ttl
     store_ttl = settings.store_ttl
     storage = open_storage(
@@ -63,18 +68,26 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             if thread_ttl and thread_ttl.default_ttl
             else None
         ),
+        shared=shared,
     )
     await storage.open()
     try:
         await storage.sync_default_assistants(graphs.default_assistants())
-        # One process: events fan out in memory, resumable runs' events are kept in the file.
-        broker: Broker = MemoryBroker(
-            storage,
-            resumable_ttl=settings.resumable_ttl,
-            resumable_max_events=settings.resumable_max_events,
-            resumable_max_bytes=settings.resumable_max_bytes,
-            subscriber_max_bytes=settings.stream_subscriber_max_bytes,
-        )
+        bounds = {
+            "resumable_ttl": settings.resumable_ttl,
+            "resumable_max_events": settings.resumable_max_events,
+            "resumable_max_bytes": settings.resumable_max_bytes,
+            "subscriber_max_bytes": settings.stream_subscriber_max_bytes,
+        }
+        broker: Broker
+        if settings.redis_url is not None:
+            from agentd.broker.redis import RedisBroker
+
+            broker = RedisBroker(settings.redis_url, **bounds)  # type: ignore[arg-type]
+        else:
+            # One process: events fan out in memory, resumable runs' events are kept in the
+            # database.
+            broker = MemoryBroker(storage, **bounds)  # type: ignore[arg-type]
         await broker.start()
         webhooks = WebhookSender(settings.webhooks, storage)
         executor = Executor(
@@ -85,7 +98,14 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             timeout=settings.run_timeout,
             max_attempts=settings.max_attempts,
         )
-        worker = Worker(storage, broker, executor, settings.jobs)
+        worker = Worker(
+            storage,
+            broker,
+            executor,
+            settings.jobs,
+            lease=settings.lease_seconds,
+            heartbeat=settings.heartbeat_seconds,
+        )
         runs = RunService(storage, broker, graphs, webhooks)
         scheduler = Scheduler(storage, runs)
         services = Services(
@@ -106,8 +126,11 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             thread_ttl.sweep_interval_minutes if thread_ttl else 5,
             thread_ttl.sweep_limit if thread_ttl else 1000,
         )
+        # Every process sends webhooks, fires crons and sweeps (each claimed once in the
+        # database, whoever holds it); only those with run slots claim runs.
         await webhooks.start()  # before the worker: the sender is ready for the first end
-        await worker.start()
+        if settings.jobs > 0:
+            await worker.start()
         await scheduler.start()
         await sweeper.start()
         assert storage.store is not None

@@ -8,6 +8,7 @@ import asyncio
 
 CANCEL_ACTIONS = ("interrupt", "rollback")
 SHUTDOWN = "shutdown"  # hand the run back to the queue: this process is stopping
+LEASE_LOST = "lease_lost"  # another attempt may hold the run now: stop, record nothing
 
 
 class RunControl:
@@ -16,10 +17,13 @@ class RunControl:
         self._asked = asyncio.Event()
 
     def request(self, action: str) -> None:
-        """Ask the run to stop: ``interrupt``/``rollback`` (a user's cancel) or ``shutdown``.
-        The first cancel wins; a cancel outranks a shutdown, so a run cancelled while its
-        process stops is not queued again."""
-        if self.action is None or (self.action == SHUTDOWN and action != SHUTDOWN):
+        """Ask the run to stop: ``interrupt``/``rollback`` (a user's cancel), ``shutdown`` or
+        ``lease_lost``. The first cancel wins; a cancel outranks a shutdown, so a run
+        cancelled while its process stops is not queued again; a lost lease outranks all, as
+        this attempt may no longer write anything."""
+        if self.action == LEASE_LOST:
+            pass
+        elif action == LEASE_LOST or self.action is None or self.action == SHUTDOWN:
             self.action = action
         self._asked.set()
 

@@ -20,7 +20,7 @@ from agentd.graphs import GraphRegistry
 from agentd.runs.control import RunControl
 from agentd.runs.streaming import EventEncoder, langgraph_modes, split_item, visible_events
 from agentd.runs.tasks import RunTasks
-from agentd.storage.base import DatabaseUnavailable, Row, Storage
+from agentd.storage.base import DatabaseUnavailable, LeaseLost, Row, Storage
 from agentd.webhooks.sender import WebhookSender
 
 T = TypeVar("T")
@@ -39,6 +39,10 @@ class Outcome:
     values: Any = None  # the thread's new values; None keeps the old ones
     interrupts: dict[str, Any] | None = None
     error: Row | None = None
+
+
+# An attempt that found its run no longer its own: it ends without recording anything.
+LOST = Outcome("lost")
 
 
 class Executor:
@@ -84,6 +88,9 @@ class Executor:
         except Exception as exc:  # agentd's own failure: the run must end all the same
             log.exception("run %s: executing it failed", run_id)
             outcome = await self._failed(run_id, exc, None)
+        if outcome is LOST:
+            self.broker.release(run_id)
+            return "pending"
         if outcome is None:
             await _uncancellable(self._hand_back(run))
             return "pending"
@@ -91,7 +98,7 @@ class Executor:
 
     async def _attempt(self, run: Row, control: RunControl) -> Outcome | None:
         """Execute the graph until it ends or a request (cancel, shutdown) or the time limit
-        stops it. None: hand the run back."""
+        stops it. None: hand the run back; LOST: the run is no longer this attempt's."""
         run_id = run["run_id"]
         if run["attempt"] > self.max_attempts:
             # Every attempt so far died with its process: stop before it takes down another.
@@ -149,6 +156,12 @@ class Executor:
         if graph.cancelled():  # cancelled from inside the graph: an error like any
             return await self._failed(run_id, asyncio.CancelledError(), progress)
         exc = graph.exception()
+        if isinstance(exc, LeaseLost):
+            # Another attempt holds the run, or it ended: this one stops and writes nothing
+            # (not even a hand-back: were the run still its own, its lease would run out and
+            # the attempt count, so that this could not repeat without end).
+            log.warning("run %s: %s; this attempt stops", run_id, exc)
+            return LOST
         if isinstance(exc, DatabaseUnavailable):
             # Not the run's fault: it goes back to the queue (uncounted) and resumes from its
             # last checkpoint once the database is back.
@@ -168,7 +181,10 @@ class Executor:
             # A run started before (a crash, a shutdown) continues from the checkpoints it wrote.
             graph_input, command = None, None
             config["configurable"].pop("checkpoint_id", None)
-        checkpointer = None if temporary else self.storage.checkpointer
+        # Every checkpoint write of this attempt is fenced: saved only while it holds the run.
+        checkpointer = (
+            None if temporary else self.storage.fenced_checkpointer(run["run_id"], run["attempt"])
+        )
         async with self.graphs.bound(
             _graph_id(run),
             config,
@@ -176,6 +192,7 @@ class Executor:
             self.storage.store,
             access="threads.create_run",
             context=kwargs.get("context") or None,
+            shared=checkpointer is None,
         ) as graph:
             graph_input = _to_command(command) if command else graph_input
             await self._stream(graph, graph_input, config, run, progress)
@@ -234,7 +251,8 @@ class Executor:
 
     async def _stopped(self, run: Row, control: RunControl, progress: Row | None) -> Outcome | None:
         """The outcome of a run stopped by a request: a cancel ends it, a shutdown hands it
-        back (None)."""
+        back (None), as does a lost lease (the hand-back then finds the run is no longer
+        this attempt's, and writes nothing)."""
         action = control.action
         if action not in ("interrupt", "rollback"):
             return None

@@ -1,16 +1,27 @@
 """The worker pool: claim runnable runs as soon as a slot is free, run each in its own task,
-pass cancels to their executors, and have unfinished runs handed back on shutdown."""
+pass cancels to their executors, keep their leases, and have unfinished runs handed back on
+shutdown.
+
+Every run this worker holds is leased to it (``owner``). The heartbeat renews the leases;
+a run whose renewal fails is no longer this worker's (it was taken back after a stall, or
+ended or deleted meanwhile) and its attempt is stopped. A worker that cannot reach the
+database for a whole lease stops its runs itself, since another may have taken them back.
+The heartbeat also takes back whatever runs' leases ran out (their worker died), after this
+worker renewed its own, so that it never takes back a run it still executes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 
 from agentd.broker.base import Broker
-from agentd.runs.control import SHUTDOWN, RunControl
+from agentd.runs.control import LEASE_LOST, SHUTDOWN, RunControl
 from agentd.runs.executor import Executor
-from agentd.storage.base import Row, Storage
+from agentd.storage.base import LEASE_SECONDS, Row, Storage
 from agentd.wakeup import wait_until
 
 log = logging.getLogger("agentd.worker")
@@ -19,17 +30,39 @@ log = logging.getLogger("agentd.worker")
 SHUTDOWN_GRACE = 10.0
 
 
+def worker_identity() -> str:
+    """Who holds a run, as leases and logs name it: host, process, and a random part so that
+    a restarted process with a recycled pid is someone else."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 class Worker:
-    def __init__(self, storage: Storage, broker: Broker, executor: Executor, jobs: int):
+    def __init__(
+        self,
+        storage: Storage,
+        broker: Broker,
+        executor: Executor,
+        jobs: int,
+        *,
+        lease: float = LEASE_SECONDS,
+        heartbeat: float = LEASE_SECONDS / 4,
+        owner: str | None = None,
+    ):
         self.storage = storage
         self.broker = broker
         self.executor = executor
         self.jobs = jobs
+        self.lease = lease
+        self.heartbeat = heartbeat
+        self.owner = owner or worker_identity()
         self._tasks: dict[str, asyncio.Task[str]] = {}
         self._controls: dict[str, RunControl] = {}
+        self._held: dict[str, int] = {}  # run_id -> the attempt this worker holds
+        self._renewed_at = time.monotonic()
         self._wake = asyncio.Event()
         self._due_at: float | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
@@ -38,13 +71,21 @@ class Worker:
 
     async def start(self) -> None:
         self.executor.tasks.install(asyncio.get_running_loop())
-        requeued = await self.storage.requeue_running()
-        if requeued:
-            log.warning("requeued %d run(s) left running by a previous process", requeued)
+        if self.storage.exclusive:  # no other process can hold a run: every lease is stale
+            requeued = await self.storage.requeue_running()
+            if requeued:
+                log.warning("requeued %d run(s) left running by a previous process", requeued)
+        else:
+            await self._take_back_expired()
         self._due_at = await self.storage.next_due_at()
         self.broker.attach_worker(self.notify, self.cancel)
         self._wake.set()
         self._loop_task = asyncio.create_task(self._loop(), name="agentd-worker")
+        self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="agentd-heartbeat")
+        log.info(
+            "worker %s: %d run slots, leases of %g s renewed every %g s",
+            self.owner, self.jobs, self.lease, self.heartbeat,
+        )  # fmt: skip
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop claiming and ask every running run to stop: each is handed back to the queue
@@ -59,13 +100,16 @@ class Worker:
         for control in self._controls.values():
             control.request(SHUTDOWN)
         tasks = list(self._tasks.values())
-        if not tasks:
-            return
-        _, late = await asyncio.wait(tasks, timeout=grace)
-        for task in late:
-            log.warning("%s did not stop within %.0f s; cancelling it", task.get_name(), grace)
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                log.warning("%s did not stop within %.0f s; cancelling it", task.get_name(), grace)
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # Renewing until the runs are handed back: a slow unwind must not lose its lease.
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
 
     def notify(self, due_at: float | None = None) -> None:
         """A run was queued: claim now, or at ``due_at`` (epoch seconds) for delayed runs."""
@@ -100,7 +144,9 @@ class Worker:
 
     async def _claim_while_free(self) -> None:
         while len(self._tasks) < self.jobs and not self._stopping:
-            runs = await self.storage.claim_runs(self.jobs - len(self._tasks))
+            runs = await self.storage.claim_runs(
+                self.jobs - len(self._tasks), owner=self.owner, lease=self.lease
+            )
             if not runs:
                 if self._due_at is None:
                     self._due_at = await self.storage.next_due_at()
@@ -112,6 +158,7 @@ class Worker:
         run_id = run["run_id"]
         # Registered before the task exists: from here on a cancel reaches the executor.
         control = self._controls[run_id] = RunControl()
+        self._held[run_id] = run["attempt"]
         task = asyncio.create_task(self.executor.execute(run, control), name=f"run-{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda t, rid=run_id: self._finished(rid, t))
@@ -119,6 +166,59 @@ class Worker:
     def _finished(self, run_id: str, task: asyncio.Task[str]) -> None:
         self._tasks.pop(run_id, None)
         self._controls.pop(run_id, None)
+        self._held.pop(run_id, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("run %s crashed the executor", run_id, exc_info=task.exception())
         self._wake.set()  # a slot is free and the thread may have a next run
+
+    # Leases ----------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            if await self._renew():
+                # Only after this worker's own leases are renewed: a lease of its own that ran
+                # out while the database was away is renewed, not taken back from under it.
+                await self._take_back_expired()
+            if not self.storage.exclusive:
+                # A wake-up from another process can be lost (the broker only nudges): look
+                # at the queue now and then all the same.
+                self._wake.set()
+
+    async def _renew(self) -> bool:
+        held = list(self._held.items())
+        try:
+            kept = await self.storage.renew_leases(self.owner, held, self.lease)
+        except Exception as exc:
+            silent = time.monotonic() - self._renewed_at
+            log.warning("worker %s: renewing leases failed (%s)", self.owner, exc)
+            if silent >= self.lease:
+                # Another worker may have taken these runs back by now: stop writing.
+                for run_id, _ in held:
+                    self._lose(run_id, f"its lease could not be renewed for {silent:.0f} s")
+            return False
+        self._renewed_at = time.monotonic()
+        for run_id, attempt in held:
+            if run_id not in kept and self._held.get(run_id) == attempt:
+                self._lose(run_id, "its lease was lost (taken back, ended or deleted)")
+        return True
+
+    def _lose(self, run_id: str, why: str) -> None:
+        control = self._controls.get(run_id)
+        if control is not None and control.action != LEASE_LOST:
+            log.warning("run %s: stopping this attempt: %s", run_id, why)
+            control.request(LEASE_LOST)
+
+    async def _take_back_expired(self) -> None:
+        try:
+            taken = await self.storage.take_back_expired()
+        except Exception as exc:
+            log.warning("taking back runs whose lease ran out failed (%s)", exc)
+            return
+        if taken:
+            log.warning(
+                "took back %d run(s) whose lease ran out: %s",
+                len(taken), ", ".join(r["run_id"] for r in taken),
+            )  # fmt: skip
+            self._wake.set()
+            await self.broker.wake()

@@ -35,13 +35,14 @@ def sqlite_file(where: str | Path) -> Path:
     return Path(text)
 
 
-def check_location(where: str | Path) -> None:
+def check_location(where: str | Path, *, shared: bool = False) -> None:
     """StorageStartupError (one line) unless ``where`` is a database agentd serves and, for a
-    database server, one that answers and that no other agentd serves."""
+    database server, one that answers and, unless ``shared`` (many processes with Redis),
+    that no other agentd serves."""
     if url := postgres_url(where):
         from agentd.storage.postgres import probe
 
-        probe(url)
+        probe(url, shared=shared)
     else:
         sqlite_file(where)
 
@@ -52,9 +53,12 @@ def open_storage(
     store_index: Row | None = None,
     store_ttl: Row | None = None,
     default_thread_ttl: tuple[str, float] | None = None,
+    shared: bool = False,
 ) -> Storage:
-    """The backend for ``where``: a SQLite file (the embedded default) or a PostgreSQL URL.
-    Not opened yet: ``await storage.open()`` connects and applies pending migrations."""
+    """The backend for ``where``: a SQLite file (the embedded default) or a PostgreSQL URL,
+    served by this process alone or, ``shared``, by many (API servers and workers with
+    Redis). Not opened yet: ``await storage.open()`` connects and applies pending
+    migrations."""
     options: dict[str, Any] = {
         "store_index": store_index,
         "store_ttl": store_ttl,
@@ -63,7 +67,7 @@ def open_storage(
     if url := postgres_url(where):
         from agentd.storage.postgres import PostgresStorage
 
-        return PostgresStorage(url, **options)
+        return PostgresStorage(url, shared=shared, **options)
     path = sqlite_file(where)
     from agentd.storage.sqlite import SqliteStorage
 

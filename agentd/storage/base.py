@@ -29,6 +29,15 @@ class DatabaseUnavailable(ServiceUnavailable):
         super().__init__(f"The database is unavailable ({reason}); retry later")
 
 
+class LeaseLost(Exception):
+    """A run's attempt wrote after it stopped holding the run (its lease ran out and the run
+    was taken back, or the run ended or was deleted): nothing of the write was saved."""
+
+    def __init__(self, run_id: str, attempt: int):
+        super().__init__(f"run {run_id}: attempt {attempt} no longer holds the run")
+        self.run_id, self.attempt = run_id, attempt
+
+
 class StorageStartupError(Exception):
     """Storage that cannot be opened as configured (in use by another process, written by a
     newer agentd, a database URL not served): start-up stops with this one line."""
@@ -61,10 +70,17 @@ class WebhookDelivery:
 WebhookFor = Callable[[Row, str], WebhookDelivery | None]
 
 
+# How long a claimed run stays with its worker without a renewal, by default.
+LEASE_SECONDS = 20.0
+
+
 class Storage(Protocol):
     # LangGraph's own checkpointer and store on this backend, set by open().
     checkpointer: BaseCheckpointSaver[Any] | None
     store: BaseStore | None
+    # Only this process can hold runs (the embedded file's lock): at start-up, whatever is
+    # running was left by a dead process. Otherwise a run comes back when its lease runs out.
+    exclusive: bool
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -204,10 +220,13 @@ class Storage(Protocol):
         """(thread_id, run_id) of every run in ``status`` (pending or running; None: both)."""
         ...
 
-    async def claim_runs(self, limit: int) -> list[Row]:
-        """Mark up to ``limit`` runs running (attempt + 1): per thread with no running run,
-        its oldest due pending run. Each carries ``resume`` (the thread's newest checkpoint is
-        its own) and ``cancel_action`` (a cancel to honour instead of running it)."""
+    async def claim_runs(
+        self, limit: int, *, owner: str = "agentd", lease: float = LEASE_SECONDS
+    ) -> list[Row]:
+        """Mark up to ``limit`` runs running (attempt + 1), leased to ``owner`` for
+        ``lease`` seconds: per thread with no running run, its oldest due pending run. Each
+        carries ``resume`` (the thread's newest checkpoint is its own) and ``cancel_action``
+        (a cancel to honour instead of running it)."""
         ...
 
     async def run_cancel_action(self, run_id: str) -> str | None:
@@ -218,8 +237,27 @@ class Storage(Protocol):
         """Epoch seconds of the earliest pending run that is not due yet."""
         ...
 
+    def fenced_checkpointer(self, run_id: str, attempt: int) -> BaseCheckpointSaver[Any]:
+        """The checkpointer for attempt ``attempt`` of a run: its writes (checkpoints and
+        pending writes) are saved only while that attempt holds the run, checked in the
+        transaction that saves them; otherwise they raise LeaseLost and save nothing."""
+        ...
+
     async def requeue_running(self) -> int:
-        """Put runs left running by a dead process back to pending (embedded mode only)."""
+        """Put every running run back to pending: at start-up, when this process is the only
+        one that can hold runs (``exclusive``), every lease is stale."""
+        ...
+
+    async def renew_leases(
+        self, owner: str, held: Sequence[tuple[str, int]], lease: float
+    ) -> set[str]:
+        """Extend ``owner``'s leases on ``held`` (run_id, attempt) by ``lease`` seconds;
+        the ids of the runs it still holds (the others' attempts must stop)."""
+        ...
+
+    async def take_back_expired(self, limit: int = 100) -> list[Row]:
+        """Put running runs whose lease ran out back to pending (the attempt stays
+        counted); returns them (run_id, thread_id, attempt)."""
         ...
 
     async def requeue_run(self, run_id: str, attempt: int) -> bool:

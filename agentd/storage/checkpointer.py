@@ -18,6 +18,7 @@ read), with changes to where the SQL runs:
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -68,6 +69,22 @@ class SqliteCheckpointer(AsyncSqliteSaver):
         self._connect = connect
         self._idle: list[sqlite3.Connection] = []
         self._reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="agentd-checkpoints")
+
+    def fenced(self, check: Callable[[sqlite3.Connection], None]) -> SqliteCheckpointer:
+        """A view of this checkpointer whose writes run ``check`` first, in their own
+        transaction, and are saved only if it does not raise (a run attempt's fence)."""
+        view = copy.copy(self)
+        write = self._write
+
+        def fenced_write(fn: Callable[[Any], Any]) -> Awaitable[Any]:
+            def checked(conn: sqlite3.Connection) -> Any:
+                check(conn)
+                return fn(conn)
+
+            return write(checked)
+
+        view._write = fenced_write
+        return view
 
     def close(self) -> None:
         self._reads.shutdown(wait=True)

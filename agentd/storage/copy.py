@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -116,6 +117,7 @@ TABLES = (
         ("created_at", "timestamptz"), ("updated_at", "timestamptz"), ("metadata", "jsonb"),
         ("status", "text"), ("kwargs", "jsonb"), ("multitask_strategy", "text"),
         ("attempt", "integer"), ("cancel_action", "text"), ("start_writes", "jsonb"),
+        ("lease_owner", "text"), ("lease_expires_at", "timestamptz"),
     )),
     Table("crons", ("cron_id",), (
         ("cron_id", "text"), ("assistant_id", "text"), ("thread_id", "text"),
@@ -590,7 +592,9 @@ def _copy_table(src: sqlite3.Connection, dst: psycopg.Connection[Any], table: Ta
     insert = table.insert_sql()
     kinds = [kind for _, kind in table.columns]
     at_key = [i for i, (name, _) in enumerate(table.columns) if name in table.key]
-    status = [name for name, _ in table.columns].index("status") if table.name == "runs" else -1
+    names = [name for name, _ in table.columns]
+    status = names.index("status") if table.name == "runs" else -1
+    locked = names.index("locked_until") if table.name == "webhook_outbox" else -1
     cursor = src.execute(f"SELECT {table.names} FROM {table.name} ORDER BY rowid")
     while rows := cursor.fetchmany(BATCH):
         batch = []
@@ -599,6 +603,12 @@ def _copy_table(src: sqlite3.Connection, dst: psycopg.Connection[Any], table: Ta
             if values[status:status + 1] == ["running"]:  # fmt: skip
                 # No process holds it once copied: queued again, as a restart would.
                 values[status] = "pending"
+                values[-2:] = [None, None]  # its lease
+            if locked >= 0 and values[locked] is not None:
+                # A delivery under way when the source stopped: due again at once, as a
+                # restart of the source would make it (its attempt stays counted).
+                values[locked] = None
+                values[names.index("next_attempt_at")] = datetime.now(UTC).isoformat()
             batch.append(values)
         tally.read += len(batch)
         try:

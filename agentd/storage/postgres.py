@@ -7,9 +7,10 @@ run on psycopg's synchronous connections, from a pool, on threads of their own: 
 per transaction, as on SQLite, and many at once. LangGraph's saver and store run on an async
 pool of their own.
 
-One process serves a database until agentd runs as many processes (leases come with that):
-it holds a session advisory lock for its lifetime, as the embedded backend holds its file's
-lock, which is what makes the start-up requeue of ``running`` runs safe."""
+One process serves a database until agentd runs as many processes (events and wake-ups
+still travel inside the process): it holds a session advisory lock for its lifetime, as the
+embedded backend holds its file's lock. Runs do not depend on that lock: they come back by
+their leases (``exclusive`` is False), so even two processes could not run one twice."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -32,7 +33,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from agentd.schemas import Unprocessable
-from agentd.storage.base import DatabaseUnavailable, Row, StorageStartupError
+from agentd.storage.base import DatabaseUnavailable, LeaseLost, Row, StorageStartupError
 from agentd.storage.relational import RelationalStorage
 from agentd.storage.sql import (
     Dialect,
@@ -47,10 +48,13 @@ from agentd.storage.sql import (
 
 T = TypeVar("T")
 log = logging.getLogger("agentd.storage")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 POOL_SIZE = 10  # agentd's own connections (and threads); LangGraph's pool has as many
 RETRIES = 5  # of a transaction that lost a deadlock or a serialization conflict
 CONNECT_TIMEOUT = 5.0
+# A session that stalls inside a transaction (its process stopped, or cut off) is ended by the
+# server, releasing its locks: a take-back or a claim never waits on a frozen worker for long.
+IDLE_IN_TRANSACTION_MS = 10_000
 # Advisory lock keys: the one serving process, and whoever migrates.
 SERVE_LOCK = 0x61_67_65_6E_74_64_01
 MIGRATE_LOCK = 0x61_67_65_6E_74_64_02
@@ -138,6 +142,35 @@ class _Checkpointer(AsyncPostgresSaver):
             await super().aput_writes(*args, **kwargs)
 
 
+class _FencedCheckpointer(_Checkpointer):
+    """The saver of one run attempt: each checkpoint and pending write is saved in a
+    transaction that first holds the run as that attempt (``hold_run``: a share lock on the
+    run's row), so a write either lands before a take-back or is refused after it."""
+
+    def __init__(self, pool: AsyncConnectionPool, hold: str, run_id: str, attempt: int):
+        super().__init__(pool)  # type: ignore[arg-type]
+        self._hold, self._run_id, self._attempt = hold, run_id, attempt
+
+    @asynccontextmanager
+    async def _holding(self) -> AsyncIterator[AsyncPostgresSaver]:
+        async with self.conn.connection() as conn, conn.transaction():  # type: ignore[union-attr]
+            held = {"run_id": self._run_id, "attempt": self._attempt}
+            if await (await conn.execute(self._hold, held)).fetchone() is None:
+                raise LeaseLost(self._run_id, self._attempt)
+            # LangGraph's saver on this one connection: its statements join the transaction.
+            yield AsyncPostgresSaver(conn, serde=self.serde)  # type: ignore[arg-type]
+
+    async def aput(self, *args: Any, **kwargs: Any) -> Any:
+        with _errors():
+            async with self._holding() as saver:
+                return await saver.aput(*args, **kwargs)
+
+    async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
+        with _errors():
+            async with self._holding() as saver:
+                await saver.aput_writes(*args, **kwargs)
+
+
 class _Store(AsyncPostgresStore):
     async def abatch(self, ops: Any) -> Any:
         with _errors():
@@ -173,6 +206,9 @@ def _unavailable(exc: BaseException) -> DatabaseUnavailable:
 
 class PostgresStorage(RelationalStorage):
     dialect = DIALECT
+    # Runs come back by their leases: nothing a process holds is taken at start-up, so a
+    # second process, or the same one after a restart of PostgreSQL, cannot run one twice.
+    exclusive = False
 
     def __init__(
         self,
@@ -181,9 +217,13 @@ class PostgresStorage(RelationalStorage):
         store_index: Row | None = None,
         store_ttl: Row | None = None,
         default_thread_ttl: tuple[str, float] | None = None,
+        shared: bool = False,
     ):
+        """``shared``: many agentd processes serve this database (with Redis); otherwise
+        this one serves it alone and holds the serving lock."""
         super().__init__(default_thread_ttl=default_thread_ttl)
         self.url = url
+        self.shared = shared
         self._store_index = store_index
         self._store_ttl = store_ttl
         self._queries = load_queries(DIALECT)
@@ -203,7 +243,12 @@ class PostgresStorage(RelationalStorage):
             min_size=1,
             max_size=POOL_SIZE,
             # What LangGraph's Postgres classes require of their connections.
-            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": 0,
+                "row_factory": dict_row,
+                "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+            },
             open=False,
         )
         await self._saver_pool.open(wait=True, timeout=CONNECT_TIMEOUT)
@@ -218,6 +263,11 @@ class PostgresStorage(RelationalStorage):
         )
         await self.store.setup()
         await self._run(self._widen_store_ttl)
+
+    def fenced_checkpointer(self, run_id: str, attempt: int) -> AsyncPostgresSaver:
+        assert self._saver_pool is not None
+        [hold] = self._queries["hold_run"]
+        return _FencedCheckpointer(self._saver_pool, hold, run_id, attempt)
 
     def _widen_store_ttl(self) -> None:
         """LangGraph's store keeps ``ttl_minutes`` as an integer: a TTL under a minute would
@@ -237,8 +287,9 @@ class PostgresStorage(RelationalStorage):
         return connect(self.url, **kwargs)
 
     def _open_sync(self) -> None:
-        # The serving lock, on a connection that lives as long as this process serves.
-        self._lock_conn = _serving_lock(self.url)
+        if not self.shared:
+            # The serving lock, on a connection that lives as long as this process serves.
+            self._lock_conn = _serving_lock(self.url)
         with self._connect(autocommit=True) as conn:
             _migrate(conn)
         self._pool = ConnectionPool(
@@ -248,7 +299,8 @@ class PostgresStorage(RelationalStorage):
             kwargs={
                 "autocommit": True,  # transactions are explicit: conn.transaction()
                 "row_factory": dict_row,
-                "options": "-c TimeZone=UTC -c DateStyle=ISO",
+                "options": "-c TimeZone=UTC -c DateStyle=ISO"
+                f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
             },
             configure=_configure,
             check=ConnectionPool.check_connection,
@@ -331,10 +383,14 @@ def _serving_lock(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
-def probe(url: str) -> None:
-    """Start-up's first check, before the server binds its port: the database answers and no
-    other agentd serves it; StorageStartupError (one line) otherwise."""
-    _serving_lock(url).close()
+def probe(url: str, *, shared: bool = False) -> None:
+    """Start-up's first check, before the server binds its port: the database answers and,
+    unless ``shared``, no other agentd serves it alone; StorageStartupError (one line)
+    otherwise."""
+    if shared:
+        connect(url).close()
+    else:
+        _serving_lock(url).close()
 
 
 def _migrate(conn: psycopg.Connection[Any]) -> None:

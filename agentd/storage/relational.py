@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from agentd.schemas import ApiError, Conflict, NotFound, Unprocessable
 from agentd.storage.base import (
+    LEASE_SECONDS,
     Cancelled,
     LoggedEvent,
     Row,
@@ -672,14 +673,17 @@ class RelationalStorage:
 
         return await self._write(tx)
 
-    async def claim_runs(self, limit: int) -> list[Row]:
-        """Mark up to ``limit`` runnable runs ``running`` in one transaction: the oldest due
-        pending run of each thread that has nothing running. Each claimed run carries
-        ``resume`` (its thread's newest checkpoint is its own: a start cut short before) and
-        ``cancel_action`` (a cancel asked of it before, to honour instead of running it)."""
+    async def claim_runs(
+        self, limit: int, *, owner: str = "agentd", lease: float = LEASE_SECONDS
+    ) -> list[Row]:
+        """Mark up to ``limit`` runnable runs ``running`` in one transaction, leased to
+        ``owner`` for ``lease`` seconds: the oldest due pending run of each thread that has
+        nothing running. Each claimed run carries ``resume`` (its thread's newest checkpoint
+        is its own: a start cut short before) and ``cancel_action`` (a cancel asked of it
+        before, to honour instead of running it)."""
 
         def tx(tx: Tx) -> list[Row]:
-            now = now_iso()
+            now, until = now_iso(), at(lease)
             claimed: list[Row] = []
             for _ in range(limit):
                 # Two statements: the thread (locked), then its run, decided on what is
@@ -688,7 +692,10 @@ class RelationalStorage:
                 thread = tx.one("claim_thread", now=now)
                 if thread is None:
                     break
-                row = tx.one("claim_thread_run", thread_id=thread["thread_id"], now=now)
+                row = tx.one(
+                    "claim_thread_run", thread_id=thread["thread_id"], now=now, owner=owner,
+                    until=until,
+                )  # fmt: skip
                 if row is None:
                     continue
                 run = run_row(row)
@@ -720,6 +727,49 @@ class RelationalStorage:
 
     async def requeue_running(self) -> int:
         return await self._write(lambda tx: tx.run("requeue_running", now=now_iso()))
+
+    async def renew_leases(
+        self, owner: str, held: Sequence[tuple[str, int]], lease: float
+    ) -> set[str]:
+        """Extend ``owner``'s leases on ``held`` runs (run_id, attempt) by ``lease`` seconds
+        from now; returns the ids of those it still holds. A run missing from the answer was
+        taken back (its lease ran out), ended, or deleted: its attempt must stop."""
+
+        def tx(tx: Tx) -> set[str]:
+            until = at(lease)
+            kept = set()
+            for run_id, attempt in held:
+                row = tx.one(
+                    "renew_lease", run_id=run_id, attempt=attempt, owner=owner, until=until
+                )
+                if row is not None:
+                    kept.add(run_id)
+            return kept
+
+        return await self._write(tx) if held else set()
+
+    async def take_back_expired(self, limit: int = 100) -> list[Row]:
+        """Put running runs whose lease ran out back in the queue (their holder died or
+        stalled; the attempt stays counted); returns them (run_id, thread_id, attempt)."""
+
+        def tx(tx: Tx) -> list[Row]:
+            now = at()
+            taken = []
+            for run in tx.all("expired_leases", now=now, limit=limit):
+                # The thread's lock, as every transition of its runs takes; the lease is
+                # checked again under it, so a renewal that won keeps the run.
+                if tx.one("lock_thread", thread_id=run["thread_id"]) is None:
+                    continue
+                if tx.one("lock_expired_run", run_id=run["run_id"]) is None:
+                    continue
+                if tx.run("take_back_run", now=now, **run) > 0:
+                    taken.append(dict(run))
+            return taken
+
+        # Cheap when nothing expired: a read first, the write only when there is work.
+        if not await self._read(lambda tx: tx.all("expired_leases", now=at(), limit=1)):
+            return []
+        return await self._write(tx)
 
     async def requeue_run(self, run_id: str, attempt: int) -> bool:
         """Hand attempt ``attempt`` of a running run back to the queue (a shutdown), without

@@ -23,7 +23,7 @@ import aiosqlite
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentd.schemas import ServiceUnavailable
-from agentd.storage.base import Row, StorageStartupError
+from agentd.storage.base import LeaseLost, Row, StorageStartupError
 from agentd.storage.checkpointer import SqliteCheckpointer
 from agentd.storage.relational import RelationalStorage
 from agentd.storage.sql import Dialect, Tx, Where, dumps, load_queries, sql_file
@@ -31,7 +31,7 @@ from agentd.storage.store import SqliteStore
 
 T = TypeVar("T")
 log = logging.getLogger("agentd.storage")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 WAL_CHECKPOINT_SECONDS = 1.0
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 EVENT_INSERT_ROWS = 64
@@ -155,6 +155,7 @@ DIALECT = SqliteDialect()
 
 class SqliteStorage(RelationalStorage):
     dialect = DIALECT
+    exclusive = True  # the data dir's lock: one process holds the file
 
     def __init__(
         self,
@@ -370,6 +371,16 @@ class SqliteStorage(RelationalStorage):
 
     async def _write(self, fn: Callable[[Tx], T]) -> T:
         return await self._commit(lambda conn: fn(Tx(conn, self._queries, DIALECT)))
+
+    def fenced_checkpointer(self, run_id: str, attempt: int) -> SqliteCheckpointer:
+        assert self.checkpointer is not None
+
+        def check(conn: sqlite3.Connection) -> None:
+            tx = Tx(conn, self._queries, DIALECT)
+            if tx.one("hold_run", run_id=run_id, attempt=attempt) is None:
+                raise LeaseLost(run_id, attempt)
+
+        return self.checkpointer.fenced(check)
 
     async def _commit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; it is durable when this returns.

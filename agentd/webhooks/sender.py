@@ -41,7 +41,9 @@ BACKOFF = 1.0  # seconds; after attempt n, wait BACKOFF * 2**(n-1) plus up to BA
 CONNECT_TIMEOUT = 5.0
 BODY_CAP = 64 * 1024  # bytes of an answer read at most: enough for an error page, never more
 CONCURRENCY = 32  # deliveries under way at once per process
-LEASE_MARGIN = 60.0  # seconds a lease outlives the longest attempt (recording its outcome)
+# Seconds a lease outlives the longest attempt (recording its outcome). On a shared database a
+# dead process's deliveries are sent again when their leases run out.
+LEASE_MARGIN = 10.0
 SHUTDOWN_GRACE = 5.0
 DELIVERY_HEADER = "X-Agentd-Delivery"
 _RUN_KEYS = ("run_id", "thread_id", "assistant_id", "metadata", "kwargs", "multitask_strategy",
@@ -118,7 +120,9 @@ class WebhookSender:
     async def start(self) -> None:
         if not self.settings.enabled:
             return  # http.disable_webhooks: what an earlier start left in the outbox waits
-        requeued = await self.storage.requeue_webhooks()
+        # With the file to itself, every lease at start-up is an orphan; on a shared database
+        # another process may be sending: its leases run out by themselves if it died.
+        requeued = await self.storage.requeue_webhooks() if self.storage.exclusive else 0
         if requeued:
             log.warning("%d webhook deliver%s cut short by a previous process will be retried",
                         requeued, "y" if requeued == 1 else "ies")  # fmt: skip

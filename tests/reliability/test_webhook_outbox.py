@@ -71,7 +71,10 @@ async def test_deliveries_survive_kill_9_and_are_sent_once_more(
     never answers, the server dies (kill -9), and the restarted one delivers each exactly once
     more, with the same delivery id, and empties the outbox."""
     ended, cancelled = new_path("/hang/1"), new_path("/hang/1")
-    server = hook_server(tmp_path).start()
+    # On PostgreSQL the restarted server sends them again once their leases run out: the
+    # attempt's bound (5 s: long enough for the kill to come first) plus the DNS check's and
+    # the margin, 18 s.
+    server = hook_server(tmp_path, timeout=5).start()
     try:
         client = get_client(url=server.url, api_key=None)
         tid = (await client.threads.create())["thread_id"]
@@ -92,10 +95,12 @@ async def test_deliveries_survive_kill_9_and_are_sent_once_more(
     finally:
         server.kill()
 
-    restarted = Server(server.data_dir, config=server.config, backend=server.backend).start()
+    restarted = Server(
+        server.data_dir, config=server.config, backend=server.backend, env=server.env
+    ).start()
     try:
         for path, previous in ((ended, first), (cancelled, first_cancelled)):
-            hooks = await asyncio.to_thread(receiver.wait, path, 2)
+            hooks = await asyncio.to_thread(receiver.wait, path, 2, 40)
             again = hooks[1]
             assert previous.closed_at is not None  # the dead server's connection went away
             # The same delivery, so a receiver can drop a duplicate by its id.
@@ -112,7 +117,8 @@ async def test_deliveries_survive_kill_9_and_are_sent_once_more(
         assert len(receiver.hooks(ended)) == 2 and len(receiver.hooks(cancelled)) == 2
     finally:
         restarted.stop()
-    assert "2 webhook deliveries cut short by a previous process" in restarted.log()
+    if restarted.backend == "sqlite":  # the file's only process: every lease was an orphan
+        assert "2 webhook deliveries cut short by a previous process" in restarted.log()
 
 
 async def test_a_huge_answer_is_not_read(tmp_path: Path, receiver: Receiver) -> None:

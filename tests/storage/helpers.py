@@ -208,16 +208,17 @@ async def run_graph(
     graph_input: Any = None,
     *,
     interrupt_before: list[str] | None = None,
+    checkpointer: Any = None,
 ) -> Any:
     """Execute ``run`` on its thread as the executor does (its run_id in the checkpoints'
     metadata, from the checkpoint its kwargs fork from, if any): checkpoints and writes land
-    through ``storage.checkpointer``."""
+    through ``checkpointer`` (default: ``storage.checkpointer``)."""
     stored = ((run.get("kwargs") or {}).get("config") or {}).get("configurable") or {}
     configurable = {"thread_id": run["thread_id"], "run_id": run["run_id"]}
     if stored.get("checkpoint_id"):
         configurable["checkpoint_id"] = stored["checkpoint_id"]
     config = {"configurable": configurable, "metadata": {"run_attempt": run.get("attempt", 1)}}
-    return await graph(storage.checkpointer).ainvoke(
+    return await graph(checkpointer or storage.checkpointer).ainvoke(
         graph_input, config, durability="sync", interrupt_before=interrupt_before
     )
 

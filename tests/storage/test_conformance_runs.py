@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from agentd.schemas import Conflict, NotFound
-from agentd.storage.base import Storage
+from agentd.storage.base import LeaseLost, Storage
 from tests.storage.helpers import (
     delivery,
     ensure_assistant,
@@ -443,8 +443,8 @@ async def test_an_end_after_its_thread_was_deleted_removes_late_checkpoints(
 @pytest.mark.known_bug(
     "sqlite",
     reason="finish_run cannot tell a thread re-created (same id) under a running run from its "
-    "own: the end is refused without its webhook, and what the run wrote after the delete "
-    "stays in the new thread (a doubled end of a rolled-back run looks the same)",
+    "own: the end is refused without its webhook (a doubled end of a rolled-back run looks "
+    "the same)",
 )
 @pytest.mark.known_bug("postgres", reason="as on sqlite")
 async def test_an_end_after_its_thread_was_deleted_and_recreated(storage: Storage) -> None:
@@ -453,7 +453,10 @@ async def test_an_end_after_its_thread_was_deleted_and_recreated(storage: Storag
     [run] = await storage.claim_runs(1)
     assert await storage.delete_thread(tid)
     await storage.create_thread(tid, {}, "raise")  # the same id, a new thread
-    await run_graph(storage, run, {"log": ["late"]})  # the old run still unwinding
+    # The old run still unwinding: its writes are fenced, the run is gone with its thread.
+    fenced = storage.fenced_checkpointer(run["run_id"], run["attempt"])
+    with pytest.raises(LeaseLost):
+        await run_graph(storage, run, {"log": ["late"]}, checkpointer=fenced)
     sent = delivery(run, "interrupted")
     assert not await finish(storage, run, "interrupted", webhook=sent)
     # Its thread was deleted meanwhile: its webhook still fires (finish_run's contract)...

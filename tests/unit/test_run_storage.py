@@ -207,8 +207,47 @@ async def test_a_schema_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
     finally:
         await storage.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     # Opening it again changes nothing.
     storage = SqliteStorage(path)
     await storage.open()
     await storage.close()
+
+
+async def test_a_postgres_database_of_schema_1_is_upgraded_and_its_running_run_taken_back() -> None:
+    """A database agentd's first PostgreSQL version wrote, with a run left running (no lease
+    column then): the upgrade adds leases, and a run with none counts as expired."""
+    import psycopg
+
+    from agentd.storage import open_storage
+    from agentd.storage.sql import parse_queries, sql_file
+    from tests import pg
+
+    url = pg.create_database("schema-1-upgrade")
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in parse_queries("-- name: m\n" + sql_file("postgres/migrations/1.sql"))["m"]:
+            conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute("CREATE TABLE agentd_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO agentd_schema VALUES (1)")
+        now = "2026-01-01T00:00:00+00:00"
+        conn.execute(
+            "INSERT INTO threads (thread_id, created_at, updated_at, state_updated_at, metadata,"
+            " status) VALUES ('t1', %s, %s, %s, '{}', 'busy')",
+            (now, now, now),
+        )
+        conn.execute(
+            "INSERT INTO runs (run_id, thread_id, assistant_id, created_at, updated_at, status,"
+            " kwargs, multitask_strategy, attempt)"
+            " VALUES ('r1', 't1', 'a', %s, %s, 'running', '{}', 'enqueue', 1)",
+            (now, now),
+        )
+    storage = open_storage(url)
+    await storage.open()
+    try:
+        assert [r["run_id"] for r in await storage.take_back_expired()] == ["r1"]
+        [run] = await storage.claim_runs(1, owner="w", lease=60)
+        assert run["run_id"] == "r1" and run["attempt"] == 2
+    finally:
+        await storage.close()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM agentd_schema").fetchall() == [(2,)]

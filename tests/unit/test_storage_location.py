@@ -43,7 +43,7 @@ def test_migrate_upgrades_a_schema_1_file(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "schema" in done.stdout
     with sqlite3.connect(data / "agentd.sqlite") as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
         assert conn.execute("SELECT rest_status FROM threads WHERE thread_id = 't-paused'")\
             .fetchone() == ("interrupted",)  # fmt: skip
 

@@ -176,7 +176,8 @@ SELECT min(created_at) AS due FROM runs WHERE status = 'pending' AND created_at 
 
 -- name: claim_thread_run
 -- The oldest due pending run of a thread (locked by claim_thread) with nothing running.
-UPDATE runs SET status = 'running', attempt = attempt + 1, updated_at = :now
+UPDATE runs SET status = 'running', attempt = attempt + 1, updated_at = :now,
+    lease_owner = :owner, lease_expires_at = :until
 WHERE run_id = (SELECT run_id FROM runs
                 WHERE thread_id = :thread_id AND status = 'pending' AND created_at <= :now
                 ORDER BY created_at LIMIT 1)
@@ -184,11 +185,31 @@ WHERE run_id = (SELECT run_id FROM runs
 RETURNING *;
 
 -- name: requeue_running
-UPDATE runs SET status = 'pending', updated_at = :now WHERE status = 'running';
+-- Embedded mode, at start-up: no other process can hold a run, so every lease is stale.
+UPDATE runs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE status = 'running';
+
+-- name: expired_leases
+SELECT run_id, thread_id, attempt FROM runs
+WHERE status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+ORDER BY lease_expires_at LIMIT :limit;
+
+-- name: take_back_run
+-- Under the thread's lock, and only if the lease is still out: a renewal that committed first
+-- keeps the run with its holder. The dead attempt stays counted.
+UPDATE runs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt
+  AND (lease_expires_at IS NULL OR lease_expires_at < :now);
+
+-- name: renew_lease
+UPDATE runs SET lease_expires_at = :until
+WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt AND lease_owner = :owner
+RETURNING run_id;
 
 -- name: requeue_run
 -- A hand-back (shutdown) does not count as an attempt.
-UPDATE runs SET status = 'pending', attempt = attempt - 1, updated_at = :now
+UPDATE runs SET status = 'pending', attempt = attempt - 1, updated_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL
 WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt;
 
 -- name: held_run

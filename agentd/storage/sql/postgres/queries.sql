@@ -144,3 +144,14 @@ WHERE thread_id = :thread_id AND checkpoint_ns = :checkpoint_ns
 -- name: checkpoint_delete_write
 DELETE FROM checkpoint_writes WHERE thread_id = :thread_id AND checkpoint_ns = :checkpoint_ns
     AND checkpoint_id = :checkpoint_id AND task_id = :task_id AND idx = :idx;
+
+-- name: hold_run
+-- The fence of a run's checkpoint writes, in their transaction: the share lock makes a
+-- take-back (an UPDATE of the row) wait for the write, or the write see the take-back.
+SELECT 1 AS held FROM runs
+WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt FOR SHARE;
+
+-- name: lock_expired_run
+-- Skipped while a write of its holder holds the row (it is renewing, or a checkpoint write is
+-- under way): a stalled holder's session is ended by idle_in_transaction_session_timeout.
+SELECT run_id FROM runs WHERE run_id = :run_id FOR UPDATE SKIP LOCKED;

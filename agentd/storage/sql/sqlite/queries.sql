@@ -130,3 +130,10 @@ WHERE thread_id = :thread_id AND checkpoint_ns = :checkpoint_ns
 -- name: checkpoint_delete_write
 DELETE FROM writes WHERE thread_id = :thread_id AND checkpoint_ns = :checkpoint_ns
     AND checkpoint_id = :checkpoint_id AND task_id = :task_id AND idx = :idx;
+
+-- name: hold_run
+-- The fence of a run's checkpoint writes, in their transaction (SQLite has one writer).
+SELECT 1 AS held FROM runs WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt;
+
+-- name: lock_expired_run
+SELECT run_id FROM runs WHERE run_id = :run_id;

@@ -68,7 +68,11 @@ CREATE TABLE IF NOT EXISTS runs (
     -- The pending writes already on the checkpoints this run started from (JSON), noted at its
     -- first claim: a rollback removes the writes the run added there, as well as the
     -- checkpoints it created, so the thread is as it was before the run.
-    start_writes       TEXT
+    start_writes       TEXT,
+    -- Who holds a running run (a worker's identity) and until when, unless it renews: a run
+    -- whose lease ran out is taken back by whoever recovers it.
+    lease_owner        TEXT,
+    lease_expires_at   TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id, created_at);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_at);
