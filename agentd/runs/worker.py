@@ -133,10 +133,15 @@ class Worker:
             self._wake.clear()
             if self._stopping:
                 return
-            if self._due_at is not None and self._due_at <= time.time():
+            timer = self._due_at is not None and self._due_at <= time.time()
+            if timer:
                 self._due_at = None
             try:
                 await self._claim_while_free()
+                if timer and self._due_at is None:
+                    # Delayed runs came due: when is the next one? (A run delayed since is
+                    # notified with its time; one from another process, at a heartbeat.)
+                    self._due_at = await self.storage.next_due_at()
             except Exception:
                 log.exception("claiming runs failed; retrying")
                 await wait_until(self._wake, time.time() + 1)  # a stop cuts the pause short
@@ -144,15 +149,12 @@ class Worker:
 
     async def _claim_while_free(self) -> None:
         while len(self._tasks) < self.jobs and not self._stopping:
-            runs = await self.storage.claim_runs(
-                self.jobs - len(self._tasks), owner=self.owner, lease=self.lease
-            )
-            if not runs:
-                if self._due_at is None:
-                    self._due_at = await self.storage.next_due_at()
-                return
+            want = self.jobs - len(self._tasks)
+            runs = await self.storage.claim_runs(want, owner=self.owner, lease=self.lease)
             for run in runs:
                 self._start(run)
+            if len(runs) < want:
+                return  # every thread with a runnable run got it: nothing more to claim
 
     def _start(self, run: Row) -> None:
         run_id = run["run_id"]
@@ -183,6 +185,7 @@ class Worker:
             if not self.storage.exclusive:
                 # A wake-up from another process can be lost (the broker only nudges): look
                 # at the queue now and then all the same.
+                await self._refresh_due_at()
                 self._wake.set()
 
     async def _renew(self) -> bool:
@@ -202,6 +205,15 @@ class Worker:
             if run_id not in kept and self._held.get(run_id) == attempt:
                 self._lose(run_id, "its lease was lost (taken back, ended or deleted)")
         return True
+
+    async def _refresh_due_at(self) -> None:
+        try:
+            due = await self.storage.next_due_at()
+        except Exception as exc:
+            log.warning("reading when the next delayed run is due failed (%s)", exc)
+            return
+        if due is not None:
+            self.notify(due)
 
     def _lose(self, run_id: str, why: str) -> None:
         control = self._controls.get(run_id)

@@ -122,7 +122,16 @@ def _errors() -> Iterator[None]:
 
 
 class _Checkpointer(AsyncPostgresSaver):
-    """LangGraph's saver, failing with agentd's errors (``_errors``)."""
+    """LangGraph's saver, failing with agentd's errors (``_errors``).
+
+    The saver holds an instance-wide ``asyncio.Lock`` around every operation, needed on one
+    shared connection but not on a pool, where each operation takes a connection of its own:
+    with it, one checkpoint read or write runs at a time in the whole process (langgraph
+    issue #7259). A semaphore as wide as the pool queues them instead."""
+
+    def __init__(self, pool: AsyncConnectionPool, **kwargs: Any):
+        super().__init__(pool, **kwargs)  # type: ignore[arg-type]
+        self.lock = asyncio.Semaphore(POOL_SIZE)  # type: ignore[assignment]
 
     async def aget_tuple(self, config: Any) -> Any:
         with _errors():
@@ -148,7 +157,7 @@ class _FencedCheckpointer(_Checkpointer):
     run's row), so a write either lands before a take-back or is refused after it."""
 
     def __init__(self, pool: AsyncConnectionPool, hold: str, run_id: str, attempt: int):
-        super().__init__(pool)  # type: ignore[arg-type]
+        super().__init__(pool)
         self._hold, self._run_id, self._attempt = hold, run_id, attempt
 
     @asynccontextmanager
@@ -252,7 +261,7 @@ class PostgresStorage(RelationalStorage):
             open=False,
         )
         await self._saver_pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-        self.checkpointer = _Checkpointer(self._saver_pool)  # type: ignore[arg-type]
+        self.checkpointer = _Checkpointer(self._saver_pool)
         await self.checkpointer.setup()
         if self._store_index is not None:
             await self._run(self._require_pgvector)
@@ -303,7 +312,8 @@ class PostgresStorage(RelationalStorage):
                 f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
             },
             configure=_configure,
-            check=ConnectionPool.check_connection,
+            # No check on checkout (a round trip per transaction): a connection found dead at
+            # its first statement is replaced and the transaction run again (_transact).
             open=False,
             timeout=CONNECT_TIMEOUT,
         )
@@ -338,26 +348,40 @@ class PostgresStorage(RelationalStorage):
     # ---------------------------------------------------------------- transactions
 
     async def _write(self, fn: Callable[[Tx], T]) -> T:
-        return await self._run(self._transact, fn)
+        return await self._run(self._transact, fn, True)
 
     async def _read(self, fn: Callable[[Tx], T]) -> T:
-        return await self._run(self._transact, fn)
+        # No BEGIN/COMMIT: under READ COMMITTED each statement takes its own snapshot
+        # anyway, so a read-only transaction would only add two round trips.
+        return await self._run(self._transact, fn, False)
 
-    def _transact(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in a transaction, again when it lost a deadlock or a serialization
-        conflict (the rules are functions of the database alone, so a retry is safe)."""
+    def _transact(self, fn: Callable[[Tx], T], write: bool) -> T:
+        """Run ``fn`` (in a transaction if it ``write``s), again when it lost a deadlock or a
+        serialization conflict (the rules are functions of the database alone, so a retry is
+        safe), or when its pooled connection turned out dead before anything was done (the
+        database restarted since it was last used)."""
         assert self._pool is not None
         for attempt in range(RETRIES):
+            began = False
             try:
-                with self._pool.connection() as conn, conn.transaction():
-                    return fn(Tx(conn, self._queries, DIALECT))
+                with self._pool.connection() as conn:
+                    if not write:
+                        return fn(Tx(conn, self._queries, DIALECT))
+                    with conn.transaction():
+                        began = True
+                        return fn(Tx(conn, self._queries, DIALECT))
             except (errors.SerializationFailure, errors.DeadlockDetected):
                 if attempt == RETRIES - 1:
                     raise DatabaseUnavailable("too many conflicting transactions") from None
                 time.sleep(random.uniform(0.001, 0.01) * 2**attempt)
             except psycopg.DataError as exc:  # a value of the request: 22xxx, or NUL in text
                 raise _refused(exc) from None
-            except (psycopg.OperationalError, PoolTimeout) as exc:
+            except psycopg.OperationalError as exc:
+                # A read did nothing; a write that failed at BEGIN neither: both can go again
+                # on another connection. Past BEGIN, whether the commit happened is unknown.
+                if (write and began) or attempt == RETRIES - 1:
+                    raise _unavailable(exc) from exc
+            except PoolTimeout as exc:
                 raise _unavailable(exc) from exc
         raise AssertionError("unreachable")
 
