@@ -100,7 +100,7 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [*AGENTD, "serve", "--config", str(self.config), "--port", str(self.port),
                 "--data-dir", str(self.data_dir)]  # fmt: skip
-        if self.jobs:
+        if self.jobs is not None:
             args += ["--jobs", str(self.jobs)]
         if self.database_url:  # the data dir still holds the log
             args += ["--database-url", self.database_url]
