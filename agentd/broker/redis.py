@@ -39,7 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -75,8 +75,9 @@ LIVE_MAX_EVENTS = 10_000
 LIVE_MIN_BYTES = 8 * 1024 * 1024
 # A process's subscriptions are registered for this long, refreshed every third of it.
 REGISTRY_TTL_SECONDS = 30.0
+POOL_SIZE = 64  # connections per process for commands (the reader has its own)
 BLOCK_MS = 1000  # longest XREAD wait: a stop or a new stream never waits longer
-READ_COUNT = 256  # entries per stream per XREAD
+READ_COUNT = 64  # entries per stream per XREAD: bounds what one reply holds
 REPLAY_PAGE = 128
 FLUSH_OPS = 256  # operations per pipeline
 MAX_QUEUED_BYTES = 8 * 1024 * 1024  # publishers wait while this much waits to be sent
@@ -109,6 +110,18 @@ def _redacted(url: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel until done: on Python 3.11 a cancel can be lost inside redis-py's
+    ``asyncio.wait_for`` (it lands as the inner call completes), so one is not enough."""
+    deadline = time.monotonic() + 10  # each loop also ends by itself within a blocking read
+    while (pending := [t for t in tasks if not t.done()]) and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.2)
+    if pending:
+        log.error("%d broker task(s) did not stop", len(pending))
 
 
 class RedisSubscription:
@@ -292,7 +305,11 @@ class RedisBroker:
             # One quick retry on a fresh connection, then the caller decides (503, drop).
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
         )
-        self._redis: Redis = Redis.from_url(url, socket_timeout=5.0, **options)
+        # A burst of subscribers waits for a connection rather than failing for want of one.
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=5.0, socket_timeout=5.0, **options
+        )
+        self._redis: Redis = Redis(connection_pool=pool)
         # The reader's blocking XREAD holds a connection of its own.
         self._reader: Redis = Redis.from_url(
             url, socket_timeout=BLOCK_MS / 1000 + 5.0, single_connection_client=True, **options
@@ -341,15 +358,12 @@ class RedisBroker:
         """Send what is queued (briefly: Redis may be gone), then stop every task."""
         if not self._started:
             return
-        self._started = False  # nothing more is queued, and a loss is not reported
+        self._started = False  # nothing more is queued, loops end, a loss is not reported
         flusher = self._tasks.pop("flusher", None)
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel(list(self._tasks.values()))
         if flusher is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(flusher, END_WAIT_SECONDS)
+            await asyncio.wait([flusher], timeout=END_WAIT_SECONDS)
+            await _cancel([flusher])
         self._tasks.clear()
         self._abandon_ops()
         await self._close_clients()
@@ -381,6 +395,8 @@ class RedisBroker:
         while True:
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
+            if not self._started:
+                return
             try:
                 await self._redis.ping()
                 await self._redis.script_load(_SCRIPT)  # a restarted Redis forgot it
@@ -638,7 +654,7 @@ class RedisBroker:
 
     async def _read(self) -> None:
         """Follow every stream this process has subscribers for."""
-        while True:
+        while self._started:
             await self._up.wait()
             tails = dict(self._tails)
             streams = {stream: format_event_id(t.cursor) for stream, t in tails.items()}
@@ -738,7 +754,7 @@ class RedisBroker:
         return {run for run, n in zip(ordered, found, strict=True) if n}
 
     async def _keep_registered(self) -> None:
-        while True:
+        while self._started:
             await asyncio.sleep(self._registry_ms / 3000)
             await self._refresh_registry()
 
@@ -801,12 +817,12 @@ class RedisBroker:
     async def _listen(self) -> None:
         """Wake-ups and cancels for this process's worker, re-subscribed after a loss."""
         wake_channel, cancel_channel = self._k("wake").encode(), self._k("cancel").encode()
-        while True:
+        while self._started:
             await self._up.wait()
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(wake_channel, cancel_channel)
-                while True:
+                while self._started:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None or message.get("type") != "message":
                         continue
