@@ -22,9 +22,16 @@ if p.thread then
   th_s, th_reg = th_h .. ':events', th_h .. ':subs'
 end
 
+-- The newest entry of each stream, read once per call.
+local newest_ids = {}
 local function newest(stream)
-  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
-  return last and last[1] or '0-0'
+  local id = newest_ids[stream]
+  if not id then
+    local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+    id = last and last[1] or '0-0'
+    newest_ids[stream] = id
+  end
+  return id
 end
 
 -- One id for every stream an event goes to: after the newest entry of each, never before
@@ -43,9 +50,8 @@ end
 
 -- Over a cap (events, or bytes of data), the oldest entries go until an eighth below it (so
 -- the walk is paid once per eighth, not per event); the newest always stays.
-local function trim(stream, hash, max_events, max_bytes)
+local function trim(stream, hash, bytes, max_events, max_bytes)
   local n = redis.call('XLEN', stream)
-  local bytes = tonumber(redis.call('HGET', hash, 'bytes') or '0')
   if n <= max_events and bytes <= max_bytes then
     return
   end
@@ -85,8 +91,9 @@ local function add(stream, hash, id, name, value, kept, run, max_events, max_byt
   else
     redis.call('XADD', stream, id, 'e', name, 'd', value, 'k', kept, 'p', prev)
   end
-  redis.call('HINCRBY', hash, 'bytes', #value)
-  trim(stream, hash, max_events, max_bytes)
+  newest_ids[stream] = id
+  local bytes = redis.call('HINCRBY', hash, 'bytes', #value)
+  trim(stream, hash, bytes, max_events, max_bytes)
 end
 
 -- Expire no sooner than ms from now.
@@ -138,8 +145,9 @@ if p.op == 'event' then
   end
   if to_thread then
     add(th_s, th_h, id, p.name, data, kept, p.run, p.thread_max_events, p.thread_max_bytes)
-    extend(th_h, p.open_ttl)
-    extend(th_s, p.open_ttl)
+    -- open_ttl is at least the resumable TTL: never shorter than what the thread keeps.
+    redis.call('PEXPIRE', th_h, p.open_ttl)
+    redis.call('PEXPIRE', th_s, p.open_ttl)
   end
   return 1
 end

@@ -177,7 +177,7 @@ async def test_replay_while_publishing_fast(pair: Pair) -> None:
     nothing lost or repeated."""
     run, thread = new_id(), new_id()
     pair.pub.open_run(run, thread, resumable=True, shown=SHOWN)
-    n = 3000
+    n = 1500
 
     async def publish() -> None:
         for i in range(n):
