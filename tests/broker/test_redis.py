@@ -15,7 +15,15 @@ import redis.asyncio as aioredis
 from agentd.broker.base import BrokerStartupError, SubscriberDropped
 from agentd.broker.redis import BLOCK_MS, RedisBroker
 from tests import redisd
-from tests.broker.helpers import eventually, new_id, numbered, run_events, take, until_done
+from tests.broker.helpers import (
+    eventually,
+    new_id,
+    nothing_more,
+    numbered,
+    run_events,
+    take,
+    until_done,
+)
 from tests.server import free_port
 
 MakeBroker = Callable[..., Awaitable[RedisBroker]]
@@ -115,6 +123,41 @@ async def test_a_reader_trimmed_past_drops_its_live_subscribers(
     replay = await sub_broker.subscribe(run, "-1")
     got = await until_done(replay)
     assert 15 <= len(got) <= 20
+
+
+async def test_a_replay_joins_live_delivery_with_no_gap_and_no_duplicate(
+    make_broker: MakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader delivers entries while a replay's page is on its way back, entries that the
+    page does not hold: the replay must read again (no gap), and must not also queue them
+    (no duplicate)."""
+    pub = await make_broker()
+    sub_broker = await make_broker()
+    run, thread = new_id(), new_id()
+    live = await sub_broker.subscribe(run)
+    await run_events(pub, run, thread, numbered(5), resumable=True, status=None)
+    await take(live, 5)
+    xrange = sub_broker._redis.xrange
+    raced = 0
+
+    async def racing_xrange(*args: Any, **kwargs: Any) -> Any:
+        nonlocal raced
+        page = await xrange(*args, **kwargs)
+        if raced < 2:  # the first pages: more is published, and delivered live, meanwhile
+            raced += 1
+            for name, data in numbered(5, start=5 * raced):
+                await pub.publish(run, name, data)
+            if raced == 2:
+                await pub.end(run, "success", thread)
+            await take(live, 5)  # the reader has delivered them (to the replay too)
+        return page
+
+    monkeypatch.setattr(sub_broker._redis, "xrange", racing_xrange)
+    sub = await sub_broker.subscribe(run, "-1")
+    got = await until_done(sub)
+    assert raced == 2
+    assert [e[2] for e in got[:-1]] == [d for _, d in numbered(15)]
+    await nothing_more(sub)
 
 
 async def test_wake_and_cancel_reach_every_worker(make_broker: MakeBroker) -> None:
