@@ -160,6 +160,31 @@ async def test_a_replay_joins_live_delivery_with_no_gap_and_no_duplicate(
     await nothing_more(sub)
 
 
+async def test_from_now_on_means_after_what_redis_has(
+    make_broker: MakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscription starts after the stream's newest entry, even when this process's reader
+    has not delivered it yet: what was published before does not reach it live."""
+    pub = await make_broker()
+    sub_broker = await make_broker()
+    run, thread = new_id(), new_id()
+    early = await sub_broker.subscribe(run)
+    resume = asyncio.Event()
+    xread = sub_broker._reader.xread
+
+    async def stalled(*args: Any, **kwargs: Any) -> Any:
+        await resume.wait()
+        return await xread(*args, **kwargs)
+
+    monkeypatch.setattr(sub_broker._reader, "xread", stalled)
+    await asyncio.sleep(BLOCK_MS / 1000 + 0.2)  # the XREAD under way returns first
+    await run_events(pub, run, thread, numbered(3))
+    late = await sub_broker.subscribe(run)
+    resume.set()
+    assert len(await until_done(early)) == 4
+    await nothing_more(late)
+
+
 async def test_wake_and_cancel_reach_every_worker(make_broker: MakeBroker) -> None:
     sender = await make_broker()
     workers = [await make_broker() for _ in range(3)]
