@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from agentd.schemas import ServiceUnavailable
+
 # An event is (id, name, JSON bytes); the end of a run is (id, DONE, status bytes).
 Event = tuple[str, str, bytes]
 # An event id as numbers, (epoch ms, seq): ids compare in the order events were published.
@@ -41,6 +43,20 @@ class SubscriberDropped(Exception):
     """The subscriber fell too far behind (more bytes queued for it than the broker allows):
     it was detached and its queue freed. A resumable stream's client reconnects with its
     Last-Event-ID and replays the rest."""
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    """The broker's server could not be reached: a subscription cannot start (a 503); the
+    same request may succeed once it is back. Publishing never raises it: a run goes on, and
+    its events are lost meanwhile."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"The event broker is unavailable ({reason}); retry later")
+
+
+class BrokerStartupError(Exception):
+    """A broker that cannot start as configured (its server unreachable): start-up stops with
+    this one line."""
 
 
 class Subscription(Protocol):
