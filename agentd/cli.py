@@ -111,6 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from agentd.api.app import create_app
     from agentd.api.connection import AbortableHttpToolsProtocol
+    from agentd.broker.base import BrokerStartupError
     from agentd.config import ConfigError, load_settings
     from agentd.embeddings import index_config
     from agentd.graphs import GraphRegistry
@@ -149,7 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     try:
         server.run()
-    except StorageStartupError as exc:
+    except (StorageStartupError, BrokerStartupError) as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2
     return 0 if server.started else 1
@@ -165,6 +166,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     import uvloop
 
+    from agentd.broker.base import BrokerStartupError
     from agentd.config import ConfigError, load_settings
     from agentd.embeddings import index_config
     from agentd.graphs import GraphRegistry
@@ -202,7 +204,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     try:
         uvloop.run(work())
-    except StorageStartupError as exc:
+    except (StorageStartupError, BrokerStartupError) as exc:
         print(f"agentd: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -105,6 +105,7 @@ class Settings:
     data_dir: Path = Path(".agentd")
     database_url: str | None = None  # --database-url / DATABASE_URI; None: the SQLite file
     redis_url: str | None = None  # --redis-url / REDIS_URI: many processes share the database
+    redis_prefix: str = "agentd:"  # AGENTD_REDIS_PREFIX: deployments sharing one Redis differ
     jobs: int = DEFAULT_JOBS  # 0: this process serves the API only (with Redis)
     run_timeout: float | None = None  # seconds per attempt (BG_JOB_TIMEOUT_SECS)
     max_attempts: int = 3  # attempts before a run whose process keeps dying fails
@@ -204,6 +205,7 @@ def load_settings(
         data_dir=Path(data_dir).resolve() if data_dir else base / ".agentd",
         database_url=database_url,
         redis_url=redis_url,
+        redis_prefix=os.environ.get("AGENTD_REDIS_PREFIX") or "agentd:",
         jobs=jobs,
         run_timeout=_env_number("BG_JOB_TIMEOUT_SECS", float, None),
         max_attempts=_env_number("BG_JOB_MAX_RETRIES", int, 3),

@@ -83,7 +83,11 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
         if settings.redis_url is not None:
             from agentd.broker.redis import RedisBroker
 
-            broker = RedisBroker(settings.redis_url, **bounds)  # type: ignore[arg-type]
+            broker = RedisBroker(
+                settings.redis_url,
+                prefix=settings.redis_prefix,
+                **bounds,  # type: ignore[arg-type]
+            )
         else:
             # One process: events fan out in memory, resumable runs' events are kept in the
             # database.
