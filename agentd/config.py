@@ -28,6 +28,9 @@ DEFAULT_JOBS = 100
 # from its last checkpoint by another attempt. Longer leases survive longer stalls; shorter
 # ones resume a dead worker's runs sooner.
 HEARTBEAT_SECONDS = 5.0
+# At SIGTERM a worker stops claiming and gives the runs under way this long to finish; the rest
+# are handed back (uncounted, their leases released) for another process or the next start.
+DRAIN_SECONDS = 10.0
 # The largest request body accepted (HTTP_MAX_REQUEST_BODY_BYTES). The official server allows
 # 300 MiB; a body is parsed and validated in memory, so agentd keeps the default to what a run
 # input, a state update or a store item plausibly needs.
@@ -111,6 +114,7 @@ class Settings:
     max_attempts: int = 3  # attempts before a run whose process keeps dying fails
     lease_seconds: float = LEASE_SECONDS  # a claimed run is taken back if not renewed in time
     heartbeat_seconds: float = HEARTBEAT_SECONDS  # how often a worker renews its leases
+    drain_seconds: float = DRAIN_SECONDS  # runs finish for this long at shutdown, then go back
     resumable_ttl: float = 600.0  # seconds a resumable run's events are kept after its end
     resumable_max_events: int = 100_000  # a resumable run keeps its newest events up to these
     resumable_max_bytes: int = 64 * 1024 * 1024
@@ -211,6 +215,7 @@ def load_settings(
         max_attempts=_env_number("BG_JOB_MAX_RETRIES", int, 3),
         lease_seconds=lease,
         heartbeat_seconds=heartbeat,
+        drain_seconds=_env_seconds("AGENTD_DRAIN_SECONDS", DRAIN_SECONDS),
         resumable_ttl=_env_number("RESUMABLE_STREAM_TTL_SECONDS", float, 600.0),
         resumable_max_events=_env_number("RESUMABLE_STREAM_MAX_EVENTS", int, 100_000),
         resumable_max_bytes=_env_number("RESUMABLE_STREAM_MAX_BYTES", int, 64 * 1024 * 1024),
@@ -227,6 +232,20 @@ def load_settings(
         store_ttl=_parse_store_ttl(_section(raw, "store").get("ttl")),
         raw=raw,
     )
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A duration that may be 0 (none)."""
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigError(f"{name} must be a number of seconds (0 or more), got {value!r}")
+    return seconds
 
 
 def _env_number(name: str, kind: type[T], default: T) -> T:

@@ -109,6 +109,7 @@ async def open_services(settings: Settings, graphs: GraphRegistry) -> AsyncItera
             settings.jobs,
             lease=settings.lease_seconds,
             heartbeat=settings.heartbeat_seconds,
+            drain=settings.drain_seconds,
         )
         runs = RunService(storage, broker, graphs, webhooks)
         scheduler = Scheduler(storage, runs)

@@ -68,7 +68,9 @@ class Server:
         self.data_dir = data_dir
         self.config = config
         self.jobs = jobs
-        self.env = env or {}
+        # No drain at SIGTERM unless a test asks for one: runs in flight are handed back at
+        # once, so that stopping a server never waits for them.
+        self.env = {"AGENTD_DRAIN_SECONDS": "0", **(env or {})}
         self.database_url = database_url
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None

@@ -46,6 +46,7 @@ class Worker:
         *,
         lease: float = LEASE_SECONDS,
         heartbeat: float = LEASE_SECONDS / 4,
+        drain: float = 0.0,
         owner: str | None = None,
     ):
         self.storage = storage
@@ -54,6 +55,7 @@ class Worker:
         self.jobs = jobs
         self.lease = lease
         self.heartbeat = heartbeat
+        self.drain = drain  # seconds runs get to finish at shutdown before they are handed back
         self.owner = owner or worker_identity()
         self._tasks: dict[str, asyncio.Task[str]] = {}
         self._controls: dict[str, RunControl] = {}
@@ -88,8 +90,10 @@ class Worker:
         )  # fmt: skip
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """Stop claiming and ask every running run to stop: each is handed back to the queue
-        by its own executor. Tasks still unwinding after ``grace`` are cancelled."""
+        """Stop claiming, let the runs under way finish for up to ``drain`` seconds, then ask
+        the others to stop: each is handed back to the queue (its lease released, the attempt
+        not counted) by its own executor. Tasks still unwinding after ``grace`` are
+        cancelled."""
         # Not a cancel: a claim cancelled in flight may still commit, leaving runs running
         # with no task. The loop stops between claims; what it claimed last starts and is
         # asked to stop with the rest.
@@ -97,6 +101,12 @@ class Worker:
         self._wake.set()
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._tasks and self.drain > 0:
+            log.info("worker %s: draining %d run(s) for up to %g s", self.owner,
+                     len(self._tasks), self.drain)  # fmt: skip
+            await asyncio.wait(list(self._tasks.values()), timeout=self.drain)
+            if self._tasks:
+                log.info("worker %s: handing %d run(s) back", self.owner, len(self._tasks))
         for control in self._controls.values():
             control.request(SHUTDOWN)
         tasks = list(self._tasks.values())

@@ -169,3 +169,35 @@ async def test_run_that_keeps_killing_its_process_fails_after_max_attempts(
         assert (await client.runs.wait(tid, "echo", input={"value": 2}))["value"] == 2
     finally:
         server.stop()
+
+
+async def test_sigterm_drains_runs_then_hands_back_the_rest(tmp_path: Path) -> None:
+    """A graceful stop lets a short run finish and hands a long one back, uncounted; the next
+    start runs the long one to its end."""
+    env = {"AGENTD_DRAIN_SECONDS": "3"}
+    server = Server(tmp_path / "data", env=env).start()
+    try:
+        client = get_client(url=server.url, api_key=None)
+        short_tid = (await client.threads.create())["thread_id"]
+        long_tid = (await client.threads.create())["thread_id"]
+        short = await client.runs.create(short_tid, "steps", input={"done": [], "delay": 0.4})
+        long = await client.runs.create(long_tid, "steps", input={"done": [], "delay": 3})
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        assert server.stop(timeout=40) in (0, -15)
+        took = time.monotonic() - started
+    finally:
+        server.kill()
+    log = server.log()
+    assert "draining 2 run(s) for up to 3 s" in log and "handing 1 run(s) back" in log
+    assert 2.5 < took < 20, took
+    restarted = Server(tmp_path / "data", env=env).start()
+    try:
+        client = get_client(url=restarted.url, api_key=None)
+        done = await client.runs.get(short_tid, short["run_id"])
+        assert done["status"] == "success" and done["attempt"] == 1  # finished in the drain
+        assert (await client.runs.join(long_tid, long["run_id"]))["done"] == ["a", "b", "c"]
+        again = await client.runs.get(long_tid, long["run_id"])
+        assert again["status"] == "success" and again["attempt"] == 1  # the hand-back is free
+    finally:
+        restarted.stop()
