@@ -9,15 +9,30 @@ from fastapi.responses import Response
 
 from agentd import __version__
 from agentd.api.common import JSON, make_router, services
+from agentd.schemas import ApiError
 
 router = make_router("System")
 
 
 @router.get("/ok", response_class=JSON)
 async def ok(request: Request, check_db: int = 0) -> Response:
-    if check_db:
-        await services(request).storage.get_assistant("00000000-0000-0000-0000-000000000000")
-    return JSON({"ok": True})
+    """Alive; with ``check_db=1`` the database and the broker's servers answered too (500
+    naming the one that did not, as the official server fails a probe)."""
+    if not check_db:
+        return JSON({"ok": True, "services": {}})
+    svc = services(request)
+    found: dict[str, str] = {}
+    for name, probe in (("database", svc.storage.ping), ("broker", svc.broker.ping)):
+        try:
+            found.update(await probe())
+        except Exception as exc:
+            reason = exc.detail if isinstance(exc, ApiError) else type(exc).__name__
+            found[name] = "unavailable"
+            return JSON(
+                {"ok": False, "services": found, "detail": f"The {name} check failed: {reason}"},
+                status_code=500,
+            )
+    return JSON({"ok": True, "services": found})
 
 
 @router.get("/info", response_class=JSON)

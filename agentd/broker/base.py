@@ -139,6 +139,11 @@ class Broker(Protocol):
         """An event of the thread itself (not of a run): only its subscribers see it."""
         ...
 
+    async def ping(self) -> dict[str, str]:
+        """The broker's servers and their state (``{}`` in process): ``/ok?check_db=1``.
+        Raises BrokerUnavailable when one does not answer."""
+        ...
+
     # Worker control
     def attach_worker(
         self, on_wake: Callable[[float | None], None], on_cancel: Callable[[str, str], bool]

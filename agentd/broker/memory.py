@@ -383,6 +383,9 @@ class MemoryBroker:
             if not subs:
                 del table[sub.key]
 
+    async def ping(self) -> dict[str, str]:
+        return {}
+
     # Worker control ----------------------------------------------------------
 
     def attach_worker(

@@ -75,6 +75,7 @@ LIVE_MAX_EVENTS = 10_000
 LIVE_MIN_BYTES = 8 * 1024 * 1024
 # A process's subscriptions are registered for this long, refreshed every third of it.
 REGISTRY_TTL_SECONDS = 30.0
+PING_TIMEOUT = 2.0  # /ok?check_db=1 answers within it whatever Redis does
 POOL_SIZE = 64  # connections per process for commands (the reader has its own)
 BLOCK_MS = 1000  # longest XREAD wait: a stop or a new stream never waits longer
 READ_COUNT = 64  # entries per stream per XREAD: bounds what one reply holds
@@ -389,6 +390,13 @@ class RedisBroker:
         )  # fmt: skip
         self._abandon_ops()
         self._spawn("probe", self._probe())
+
+    async def ping(self) -> dict[str, str]:
+        try:
+            await asyncio.wait_for(self._redis.ping(), PING_TIMEOUT)
+        except (*_DOWN, TimeoutError) as exc:
+            raise BrokerUnavailable(f"Redis does not answer: {type(exc).__name__}") from None
+        return {"redis": "ok"}
 
     async def _probe(self) -> None:
         delay = BACKOFF_MIN

@@ -237,6 +237,10 @@ class Storage(Protocol):
         """Epoch seconds of the earliest pending run that is not due yet."""
         ...
 
+    async def ping(self) -> dict[str, str]:
+        """``{backend: "ok"}`` once the database answered a query (``/ok?check_db=1``)."""
+        ...
+
     def fenced_checkpointer(self, run_id: str, attempt: int) -> BaseCheckpointSaver[Any]:
         """The checkpointer for attempt ``attempt`` of a run: its writes (checkpoints and
         pending writes) are saved only while that attempt holds the run, checked in the

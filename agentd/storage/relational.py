@@ -725,6 +725,11 @@ class RelationalStorage:
 
         return await self._read(q)
 
+    async def ping(self) -> dict[str, str]:
+        """The database answers (``/ok?check_db=1``); raises what a failed read raises."""
+        await self._read(lambda tx: tx.one("ping"))
+        return {self.dialect.name: "ok"}
+
     async def requeue_running(self) -> int:
         return await self._write(lambda tx: tx.run("requeue_running", now=now_iso()))
 

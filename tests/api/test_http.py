@@ -58,7 +58,7 @@ async def test_docs_run_without_input_errors_cleanly(http: httpx.AsyncClient) ->
     assert r.json()["__error__"]["error"] == "EmptyInputError"
     assert (await http.get(f"/threads/{tid}/runs/{run['run_id']}")).json()["status"] == "error"
     assert (await http.get(f"/threads/{tid}")).json()["status"] == "error"
-    assert (await http.get("/ok")).json() == {"ok": True}
+    assert (await http.get("/ok")).json() == {"ok": True, "services": {}}
 
 
 async def test_empty_body_creates_a_thread(http: httpx.AsyncClient) -> None:
@@ -67,8 +67,13 @@ async def test_empty_body_creates_a_thread(http: httpx.AsyncClient) -> None:
 
 
 async def test_system_endpoints(http: httpx.AsyncClient) -> None:
-    assert (await http.get("/ok")).json() == {"ok": True}
-    assert (await http.get("/ok?check_db=1")).status_code == 200
+    assert (await http.get("/ok")).json() == {"ok": True, "services": {}}
+    checked = await http.get("/ok?check_db=1")
+    assert checked.status_code == 200
+    assert checked.json() in (
+        {"ok": True, "services": {"sqlite": "ok"}},
+        {"ok": True, "services": {"postgres": "ok"}},
+    )
     info = (await http.get("/info")).json()
     assert info["version"] and info["langgraph_py_version"].startswith("1.")
     spec = (await http.get("/openapi.json")).json()

@@ -147,3 +147,38 @@ async def test_a_frozen_worker_past_its_lease_writes_nothing_when_it_wakes(
     assert writers and set(writers) == {2}, history
     assert (await b.runs.get(tid, run["run_id"]))["attempt"] == 2
     assert (await a.threads.get_state(tid))["values"]["done"] == ["a", "b", "c"]
+
+
+async def test_ok_reports_the_database_and_redis(tmp_path: Path) -> None:
+    """``/ok?check_db=1`` names both servers; with Redis gone it fails naming the broker, and
+    answers again once Redis is back. (A throwaway Redis: the shared one is never stopped.)"""
+    import httpx
+
+    from tests import pg
+    from tests.redisd import RedisServer
+    from tests.server import Server
+
+    with RedisServer(tmp_path / "redis") as redis_server:
+        redis_server.start()
+        url = pg.create_database(str(tmp_path / "ok"))
+        env = {"REDIS_URI": redis_server.url, **LEASES}
+        server = Server(tmp_path / "api", env=env, database_url=url).start()
+        try:
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                assert (await http.get("/ok")).json() == {"ok": True, "services": {}}
+                checked = (await http.get("/ok", params={"check_db": 1})).json()
+                assert checked == {"ok": True, "services": {"postgres": "ok", "redis": "ok"}}
+                redis_server.kill()
+                down = await http.get("/ok", params={"check_db": 1})
+                assert down.status_code == 500
+                body = down.json()
+                assert body["ok"] is False and body["services"]["broker"] == "unavailable"
+                assert body["detail"].startswith("The broker check failed: The event broker")
+                assert (await http.get("/ok")).status_code == 200  # alive all the same
+                redis_server.start()
+                deadline = time.monotonic() + 15
+                while (await http.get("/ok", params={"check_db": 1})).status_code != 200:
+                    assert time.monotonic() < deadline, "Redis came back, /ok did not"
+                    await asyncio.sleep(0.2)
+        finally:
+            server.stop()

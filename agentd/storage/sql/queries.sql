@@ -348,3 +348,6 @@ SELECT run_id FROM run_event_logs WHERE expires_at <= :now;
 
 -- name: forget_event_log
 DELETE FROM run_event_logs WHERE run_id = :run_id AND expires_at <= :now;
+
+-- name: ping
+SELECT 1 AS ok;
