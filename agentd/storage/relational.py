@@ -741,6 +741,7 @@ class RelationalStorage:
         taken back (its lease ran out), ended, or deleted: its attempt must stop."""
 
         def tx(tx: Tx) -> set[str]:
+            tx.run("bounded_lock_wait")
             until = at(lease)
             kept = set()
             for run_id, attempt in held:
@@ -761,9 +762,10 @@ class RelationalStorage:
             now = at()
             taken = []
             for run in tx.all("expired_leases", now=now, limit=limit):
-                # The thread's lock, as every transition of its runs takes; the lease is
-                # checked again under it, so a renewal that won keeps the run.
-                if tx.one("lock_thread", thread_id=run["thread_id"]) is None:
+                # The thread's lock, as every transition of its runs takes (skipped while
+                # another holds it); the lease is checked again under it, so a renewal that
+                # won keeps the run.
+                if tx.one("lock_thread_unless_busy", thread_id=run["thread_id"]) is None:
                     continue
                 if tx.one("lock_expired_run", run_id=run["run_id"]) is None:
                     continue

@@ -155,3 +155,13 @@ WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt FOR SHARE;
 -- Skipped while a write of its holder holds the row (it is renewing, or a checkpoint write is
 -- under way): a stalled holder's session is ended by idle_in_transaction_session_timeout.
 SELECT run_id FROM runs WHERE run_id = :run_id FOR UPDATE SKIP LOCKED;
+
+-- name: bounded_lock_wait
+-- A worker's renewal never waits long on a row lock: whatever holds it, the heartbeat goes on
+-- and tries again at its next beat.
+SET LOCAL lock_timeout = '5s';
+
+-- name: lock_thread_unless_busy
+-- A take-back skips a thread another transaction holds (a run's end, a claim, another
+-- take-back): it comes back to it at its next beat instead of waiting behind it.
+SELECT metadata, status FROM threads WHERE thread_id = :thread_id FOR UPDATE SKIP LOCKED;

@@ -137,3 +137,9 @@ SELECT 1 AS held FROM runs WHERE run_id = :run_id AND status = 'running' AND att
 
 -- name: lock_expired_run
 SELECT run_id FROM runs WHERE run_id = :run_id;
+
+-- name: bounded_lock_wait
+-- Nothing to do: the one writer never waits on a row lock.
+
+-- name: lock_thread_unless_busy
+SELECT metadata, status FROM threads WHERE thread_id = :thread_id;
