@@ -603,7 +603,8 @@ def _copy_table(src: sqlite3.Connection, dst: psycopg.Connection[Any], table: Ta
             if values[status:status + 1] == ["running"]:  # fmt: skip
                 # No process holds it once copied: queued again, as a restart would.
                 values[status] = "pending"
-                values[-2:] = [None, None]  # its lease
+                for column in ("lease_owner", "lease_expires_at"):  # no one holds it now
+                    values[names.index(column)] = None
             if locked >= 0 and values[locked] is not None:
                 # A delivery under way when the source stopped: due again at once, as a
                 # restart of the source would make it (its attempt stays counted).
