@@ -14,6 +14,9 @@ LEASE_LOST = "lease_lost"  # another attempt may hold the run now: stop, record 
 class RunControl:
     def __init__(self) -> None:
         self.action: str | None = None
+        # Once the executor recorded the run's end: whether its thread has another run queued
+        # (one to claim now). None when unknown: the worker then looks all the same.
+        self.thread_queued: bool | None = None
         self._asked = asyncio.Event()
 
     def request(self, action: str) -> None:

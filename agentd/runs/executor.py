@@ -94,7 +94,7 @@ class Executor:
         if outcome is None:
             await _uncancellable(self._hand_back(run))
             return "pending"
-        return await _uncancellable(self._end(run, outcome, started_at))
+        return await _uncancellable(self._end(run, outcome, started_at, control))
 
     async def _attempt(self, run: Row, control: RunControl) -> Outcome | None:
         """Execute the graph until it ends or a request (cancel, shutdown) or the time limit
@@ -278,7 +278,9 @@ class Executor:
         values = snapshot.values if snapshot.created_at else None
         return Outcome(status, "interrupted" if paused else "idle", values, interrupts)
 
-    async def _end(self, run: Row, outcome: Outcome, started_at: datetime) -> str:
+    async def _end(
+        self, run: Row, outcome: Outcome, started_at: datetime, control: RunControl
+    ) -> str:
         """Record the end (once, by the attempt holding the run), then its webhook, then wake
         every subscriber, whether or not the record succeeded: no one waits forever."""
         run_id, thread_id = run["run_id"], run["thread_id"]
@@ -295,7 +297,7 @@ class Executor:
             run, outcome.status, values=encoded, error=outcome.error, started_at=started_at
         )
         try:
-            await self._finish(
+            ended = await self._finish(
                 run,
                 outcome.status,
                 thread_status=outcome.thread_status,
@@ -306,15 +308,18 @@ class Executor:
                 rollback=outcome.status == "rollback",
                 webhook=webhook,
             )
+            if ended is not False:
+                control.thread_queued = ended == "busy"
             if webhook is not None:
                 self.webhooks.wake()
         finally:
             await self.broker.end(run_id, outcome.status, thread_id)
         return outcome.status
 
-    async def _finish(self, run: Row, status: str, **outcome: Any) -> bool:
+    async def _finish(self, run: Row, status: str, **outcome: Any) -> str | bool:
         """Record the outcome, retrying through transient database errors: a run must not stay
-        ``running`` because one write failed. False when this attempt no longer held it."""
+        ``running`` because one write failed. False when this attempt no longer held it, else
+        what ``finish_run`` answers."""
         for attempt in range(FINISH_ATTEMPTS):
             try:
                 return await self.storage.finish_run(

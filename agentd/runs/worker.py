@@ -62,6 +62,10 @@ class Worker:
         self._held: dict[str, int] = {}  # run_id -> the attempt this worker holds
         self._renewed_at = time.monotonic()
         self._wake = asyncio.Event()
+        # Whether the queue may hold a run this worker could claim: set by every wake-up and
+        # by a claim that came back full, cleared by one that came back short. A run's end
+        # looks at the queue only then, or when its thread has a run queued behind it.
+        self._more = True
         self._due_at: float | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -126,6 +130,7 @@ class Worker:
         if due_at is not None and due_at > time.time():
             if self._due_at is None or due_at < self._due_at:
                 self._due_at = due_at
+        self._more = True
         self._wake.set()
 
     def cancel(self, run_id: str, action: str) -> bool:
@@ -160,11 +165,17 @@ class Worker:
     async def _claim_while_free(self) -> None:
         while len(self._tasks) < self.jobs and not self._stopping:
             want = self.jobs - len(self._tasks)
-            runs = await self.storage.claim_runs(want, owner=self.owner, lease=self.lease)
+            self._more = False  # a wake-up from now on sets it again
+            try:
+                runs = await self.storage.claim_runs(want, owner=self.owner, lease=self.lease)
+            except BaseException:
+                self._more = True
+                raise
             for run in runs:
                 self._start(run)
             if len(runs) < want:
                 return  # every thread with a runnable run got it: nothing more to claim
+            self._more = True
 
     def _start(self, run: Row) -> None:
         run_id = run["run_id"]
@@ -177,11 +188,12 @@ class Worker:
 
     def _finished(self, run_id: str, task: asyncio.Task[str]) -> None:
         self._tasks.pop(run_id, None)
-        self._controls.pop(run_id, None)
+        control = self._controls.pop(run_id, None)
         self._held.pop(run_id, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("run %s crashed the executor", run_id, exc_info=task.exception())
-        self._wake.set()  # a slot is free and the thread may have a next run
+        if self._more or control is None or control.thread_queued is not False:
+            self._wake.set()  # a slot is free for a run queued meanwhile, or the thread's next
 
     # Leases ----------------------------------------------------------------
 
@@ -196,7 +208,7 @@ class Worker:
                 # A wake-up from another process can be lost (the broker only nudges): look
                 # at the queue now and then all the same.
                 await self._refresh_due_at()
-                self._wake.set()
+                self.notify()
 
     async def _renew(self) -> bool:
         held = list(self._held.items())
@@ -242,5 +254,5 @@ class Worker:
                 "took back %d run(s) whose lease ran out: %s",
                 len(taken), ", ".join(r["run_id"] for r in taken),
             )  # fmt: skip
-            self._wake.set()
+            self.notify()
             await self.broker.wake()

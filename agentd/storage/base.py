@@ -283,12 +283,14 @@ class Storage(Protocol):
         delete: bool = False,
         rollback: bool = False,
         webhook: WebhookDelivery | None = None,
-    ) -> bool:
+    ) -> str | bool:
         """End attempt ``attempt`` of a running run and write its outcome to the thread
         (``thread_status`` is its resting status); ``delete`` drops a temporary thread,
         ``rollback`` drops the run and its checkpoints; ``webhook`` goes into the outbox in
         the same transaction. Only the attempt holding the run ends it, once: False otherwise
-        (a run whose thread was deleted meanwhile still gets its webhook)."""
+        (a run whose thread was deleted meanwhile still gets its webhook). When it ends the
+        run: the thread's status after it (``busy`` when another of its runs is queued), or
+        True when the thread went with the run."""
         ...
 
     async def roll_back_run(self, thread_id: str, run_id: str) -> None:

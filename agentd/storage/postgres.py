@@ -18,9 +18,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -48,16 +48,20 @@ from agentd.storage.sql import (
 
 T = TypeVar("T")
 log = logging.getLogger("agentd.storage")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 POOL_SIZE = 10  # agentd's own connections (and threads); LangGraph's pool has as many
 RETRIES = 5  # of a transaction that lost a deadlock or a serialization conflict
 CONNECT_TIMEOUT = 5.0
 # A session that stalls inside a transaction (its process stopped, or cut off) is ended by the
 # server, releasing its locks: a take-back or a claim never waits on a frozen worker for long.
 IDLE_IN_TRANSACTION_MS = 10_000
-# Advisory lock keys: the one serving process, and whoever migrates.
+LEASE_LOST = "AGL01"  # the SQLSTATE of agentd_hold_run (migrations/3.sql)
+# Advisory lock keys: the one serving process, whoever migrates agentd's tables, and whoever
+# sets up LangGraph's.
 SERVE_LOCK = 0x61_67_65_6E_74_64_01
 MIGRATE_LOCK = 0x61_67_65_6E_74_64_02
+SETUP_LOCK = 0x61_67_65_6E_74_64_03
+SETUP_WAIT = 120.0  # seconds a start waits for another process's setup of LangGraph's tables
 
 
 class StorageLocked(StorageStartupError):
@@ -152,32 +156,60 @@ class _Checkpointer(AsyncPostgresSaver):
 
 
 class _FencedCheckpointer(_Checkpointer):
-    """The saver of one run attempt: each checkpoint and pending write is saved in a
-    transaction that first holds the run as that attempt (``hold_run``: a share lock on the
-    run's row), so a write either lands before a take-back or is refused after it."""
+    """The saver of one run attempt: each checkpoint and pending write goes to the server as
+    one pipeline that ends with the fence (``hold_run``), all one implicit transaction that
+    commits at the pipeline's sync: a write either lands before a take-back or is refused
+    (LeaseLost) and rolled back after it. One round trip per write, where a transaction of
+    its own (BEGIN, the check, the write, COMMIT) took four.
+
+    LangGraph's saver runs on the pipelined connection (its ``pipe`` argument) and syncs the
+    pipeline when its statements are queued: ``_Fence`` queues the check just before."""
 
     def __init__(self, pool: AsyncConnectionPool, hold: str, run_id: str, attempt: int):
         super().__init__(pool)
-        self._hold, self._run_id, self._attempt = hold, run_id, attempt
+        self._hold = hold
+        self._held = {"run_id": run_id, "attempt": attempt}
 
-    @asynccontextmanager
-    async def _holding(self) -> AsyncIterator[AsyncPostgresSaver]:
-        async with self.conn.connection() as conn, conn.transaction():  # type: ignore[union-attr]
-            held = {"run_id": self._run_id, "attempt": self._attempt}
-            if await (await conn.execute(self._hold, held)).fetchone() is None:
-                raise LeaseLost(self._run_id, self._attempt)
-            # LangGraph's saver on this one connection: its statements join the transaction.
-            yield AsyncPostgresSaver(conn, serde=self.serde)  # type: ignore[arg-type]
+    async def _fenced(self, write: Callable[[AsyncPostgresSaver], Awaitable[T]]) -> T:
+        with _errors():
+            async with self.conn.connection() as conn:  # type: ignore[union-attr]
+                fence = _Fence(conn, self._hold, self._held)
+                try:
+                    async with conn.pipeline() as fence.pipeline:
+                        result = await write(
+                            AsyncPostgresSaver(conn, pipe=fence, serde=self.serde)  # type: ignore[arg-type]
+                        )
+                except psycopg.DatabaseError as exc:
+                    if exc.sqlstate == LEASE_LOST:
+                        raise LeaseLost(self._held["run_id"], self._held["attempt"]) from None
+                    raise
+                if not fence.synced:
+                    # Never silently unfenced: a LangGraph that stops syncing its pipeline
+                    # must fail here, not write without the check.
+                    raise RuntimeError("LangGraph's saver wrote without syncing its pipeline")
+                return result
 
     async def aput(self, *args: Any, **kwargs: Any) -> Any:
-        with _errors():
-            async with self._holding() as saver:
-                return await saver.aput(*args, **kwargs)
+        return await self._fenced(lambda saver: saver.aput(*args, **kwargs))
 
     async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
-        with _errors():
-            async with self._holding() as saver:
-                await saver.aput_writes(*args, **kwargs)
+        await self._fenced(lambda saver: saver.aput_writes(*args, **kwargs))
+
+
+class _Fence:
+    """What LangGraph's saver takes for its pipeline: its ``sync`` queues the fence after the
+    saver's statements, then syncs the real one."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], hold: str, held: Row):
+        self.conn, self.hold, self.held = conn, hold, held
+        self.pipeline: psycopg.AsyncPipeline | None = None
+        self.synced = False
+
+    async def sync(self) -> None:
+        assert self.pipeline is not None
+        await self.conn.execute(self.hold, self.held)
+        await self.pipeline.sync()
+        self.synced = True
 
 
 class _Store(AsyncPostgresStore):
@@ -262,7 +294,6 @@ class PostgresStorage(RelationalStorage):
         )
         await self._saver_pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         self.checkpointer = _Checkpointer(self._saver_pool)
-        await self.checkpointer.setup()
         if self._store_index is not None:
             await self._run(self._require_pgvector)
         self.store = _Store(
@@ -270,8 +301,16 @@ class PostgresStorage(RelationalStorage):
             index=self._store_index,  # type: ignore[arg-type]
             ttl=self._store_ttl,  # type: ignore[arg-type]
         )
-        await self.store.setup()
-        await self._run(self._widen_store_ttl)
+        async with self._saver_pool.connection() as conn:
+            # LangGraph's migrations take no lock: processes starting together on a new
+            # database would each create its tables (a unique violation in one of them).
+            await _lock_polling(conn, SETUP_LOCK)
+            try:
+                await self.checkpointer.setup()
+                await self.store.setup()
+                await self._run(self._widen_store_ttl)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
 
     def fenced_checkpointer(self, run_id: str, attempt: int) -> AsyncPostgresSaver:
         assert self._saver_pool is not None
@@ -415,6 +454,22 @@ def probe(url: str, *, shared: bool = False) -> None:
         connect(url).close()
     else:
         _serving_lock(url).close()
+
+
+async def _lock_polling(conn: psycopg.AsyncConnection[Any], key: int) -> None:
+    """Take a session advisory lock by trying, not by waiting: LangGraph's setup creates
+    indexes CONCURRENTLY, which waits for every open transaction, a statement waiting for
+    the lock included (a deadlock)."""
+    deadline = time.monotonic() + SETUP_WAIT
+    while True:
+        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,))).fetchone()
+        if row["ok"]:  # type: ignore[index]
+            return
+        if time.monotonic() > deadline:
+            raise StorageStartupError(
+                f"another agentd process has been setting up the database for {SETUP_WAIT:.0f} s"
+            )
+        await asyncio.sleep(0.05)
 
 
 def _migrate(conn: psycopg.Connection[Any]) -> None:

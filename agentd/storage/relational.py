@@ -700,9 +700,16 @@ class RelationalStorage:
                     continue
                 run = run_row(row)
                 run["cancel_action"] = row["cancel_action"]
+                # Its first claim ever (nothing noted, counted once): it has written nothing
+                # of its own to resume from.
+                first = row["start_writes"] is None and run["attempt"] == 1
                 if row["start_writes"] is None:
                     _note_start_writes(tx, run)
-                latest = tx.one("latest_checkpoint_run_id", thread_id=run["thread_id"])
+                latest = (
+                    None
+                    if first
+                    else tx.one("latest_checkpoint_run_id", thread_id=run["thread_id"])
+                )
                 run["resume"] = latest is not None and latest["run_id"] == run["run_id"]
                 claimed.append(run)
             return claimed
@@ -804,13 +811,14 @@ class RelationalStorage:
         delete: bool = False,
         rollback: bool = False,
         webhook: WebhookDelivery | None = None,
-    ) -> bool:
+    ) -> str | bool:
         """Record the end of attempt ``attempt`` of a running run, write its outcome to the
         thread and put its ``webhook`` delivery in the outbox. Only the attempt that holds the
         run ends it, once: False when the run is no longer running under that attempt (or its
-        thread was deleted meanwhile)."""
+        thread was deleted meanwhile); else the thread's status after it (``busy``: another
+        of its runs is queued, to claim now), or True when its thread went with it."""
 
-        def tx(tx: Tx) -> bool:
+        def tx(tx: Tx) -> str | bool:
             now = now_iso()
             if tx.one("lock_thread", thread_id=thread_id) is None:
                 # Deleted while this run was still unwinding: the checkpoints it wrote after
@@ -837,8 +845,7 @@ class RelationalStorage:
             else:
                 tx.run("set_thread_outcome_and_state", **params, values=dumps(values),
                        interrupts=dumps(interrupts or {}), now=now)  # fmt: skip
-            _settle_thread(tx, thread_id, now)
-            return True
+            return _settle_thread(tx, thread_id, now) or True
 
         return await self._write(tx)
 
@@ -1214,10 +1221,12 @@ def _cancel(tx: Tx, runs: list[Row], action: str, webhook: WebhookFor | None) ->
     return out
 
 
-def _settle_thread(tx: Tx, thread_id: str, now: str) -> None:
+def _settle_thread(tx: Tx, thread_id: str, now: str) -> str | None:
     """The one place that writes a thread's status: ``busy`` while a run is pending or
-    running, else its resting status (what its last run, cancel or state update left)."""
-    tx.run("settle_thread", thread_id=thread_id, now=now)
+    running, else its resting status (what its last run, cancel or state update left).
+    Returns it (None when the thread is gone)."""
+    row = tx.one("settle_thread", thread_id=thread_id, now=now)
+    return row["status"] if row is not None else None
 
 
 def _claim_cron(tx: Tx, cron_id: str, due: str, next_run_date: str | None) -> bool:

@@ -315,7 +315,7 @@ async def test_a_run_is_ended_once_whatever_races_its_cancel(storage: Storage) -
                         for _ in range(2)
                     )
                 )
-                by_worker[run["run_id"]] += sum(results)
+                by_worker[run["run_id"]] += sum(bool(ended) for ended in results)
                 action_of[run["run_id"]] = end_as
 
     async def canceller() -> None:

@@ -219,7 +219,7 @@ async def test_a_postgres_database_of_schema_1_is_upgraded_and_its_running_run_t
     column then): the upgrade adds leases, and a run with none counts as expired."""
     import psycopg
 
-    from agentd.storage import open_storage
+    from agentd.storage import open_storage, postgres
     from agentd.storage.sql import parse_queries, sql_file
     from tests import pg
 
@@ -250,4 +250,22 @@ async def test_a_postgres_database_of_schema_1_is_upgraded_and_its_running_run_t
     finally:
         await storage.close()
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT version FROM agentd_schema").fetchall() == [(2,)]
+        [(version,)] = conn.execute("SELECT version FROM agentd_schema").fetchall()
+        assert version == postgres.SCHEMA_VERSION
+
+
+async def test_postgres_storages_opening_together_on_a_new_database_all_open() -> None:
+    """Processes started at once on a new database (API servers and workers): one creates the
+    tables, agentd's and LangGraph's alike, and the others find them."""
+    import asyncio
+
+    from agentd.storage import postgres
+    from tests import pg
+
+    for trial in range(3):
+        url = pg.create_database(f"open-together-{trial}")
+        storages = [postgres.PostgresStorage(url, shared=True) for _ in range(4)]
+        try:
+            await asyncio.gather(*(s.open() for s in storages))
+        finally:
+            await asyncio.gather(*(s.close() for s in storages), return_exceptions=True)

@@ -127,7 +127,8 @@ UPDATE threads SET status = CASE WHEN EXISTS (
         SELECT 1 FROM runs WHERE thread_id = :thread_id AND status IN ('pending', 'running'))
     THEN 'busy' ELSE rest_status END,
     updated_at = :now
-WHERE thread_id = :thread_id;
+WHERE thread_id = :thread_id
+RETURNING status;
 
 -- ---------------------------------------------------------------- runs
 

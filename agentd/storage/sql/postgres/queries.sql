@@ -146,10 +146,9 @@ DELETE FROM checkpoint_writes WHERE thread_id = :thread_id AND checkpoint_ns = :
     AND checkpoint_id = :checkpoint_id AND task_id = :task_id AND idx = :idx;
 
 -- name: hold_run
--- The fence of a run's checkpoint writes, in their transaction: the share lock makes a
--- take-back (an UPDATE of the row) wait for the write, or the write see the take-back.
-SELECT 1 AS held FROM runs
-WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt FOR SHARE;
+-- The fence of a run's checkpoint writes, last in their pipeline: fails (AGL01) when the
+-- attempt no longer holds the run, which rolls back the writes (migrations/3.sql).
+SELECT agentd_hold_run(:run_id, :attempt);
 
 -- name: lock_expired_run
 -- Skipped while a write of its holder holds the row (it is renewing, or a checkpoint write is
