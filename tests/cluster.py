@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import redis
@@ -110,9 +111,13 @@ class Cluster:
         ]
 
     def start(self) -> Cluster:
+        """Every process at once, each start waited for on a thread of its own: a cluster is
+        up in the time of its slowest process (mostly imports), not of all of them in turn."""
+        processes = [*self.workers, *self.apis]
         try:
-            for process in [*self.workers, *self.apis]:
-                process.start()
+            with ThreadPoolExecutor(len(processes)) as pool:
+                for started in [pool.submit(process.start) for process in processes]:
+                    started.result()
         except BaseException:
             self.stop()
             raise

@@ -55,9 +55,10 @@ CONNECT_TIMEOUT = 5.0
 # A session that stalls inside a transaction (its process stopped, or cut off) is ended by the
 # server, releasing its locks: a take-back or a claim never waits on a frozen worker for long.
 IDLE_IN_TRANSACTION_MS = 10_000
-# Advisory lock keys: the one serving process, and whoever migrates.
+# Advisory lock keys: the one serving process, whoever migrates, whoever sets LangGraph up.
 SERVE_LOCK = 0x61_67_65_6E_74_64_01
 MIGRATE_LOCK = 0x61_67_65_6E_74_64_02
+SETUP_LOCK = 0x61_67_65_6E_74_64_03  # LangGraph's saver and store set-ups
 
 
 class StorageLocked(StorageStartupError):
@@ -262,7 +263,6 @@ class PostgresStorage(RelationalStorage):
         )
         await self._saver_pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         self.checkpointer = _Checkpointer(self._saver_pool)
-        await self.checkpointer.setup()
         if self._store_index is not None:
             await self._run(self._require_pgvector)
         self.store = _Store(
@@ -270,8 +270,28 @@ class PostgresStorage(RelationalStorage):
             index=self._store_index,  # type: ignore[arg-type]
             ttl=self._store_ttl,  # type: ignore[arg-type]
         )
-        await self.store.setup()
-        await self._run(self._widen_store_ttl)
+        # LangGraph's set-ups (CREATE ... IF NOT EXISTS, then their migrations table) fail
+        # when two processes run them at once on a new database: one at a time.
+        lock = await self._run(self._setup_lock)
+        try:
+            await self.checkpointer.setup()
+            await self.store.setup()
+            await self._run(self._widen_store_ttl)
+        finally:
+            await self._run(lock.close)
+
+    def _setup_lock(self) -> psycopg.Connection[Any]:
+        """A connection holding the set-up lock; closing it releases it. Waited for by trying
+        again and again: a session blocked in pg_advisory_lock holds a transaction open, which
+        the holder's CREATE INDEX CONCURRENTLY waits for (a deadlock PostgreSQL does not see)."""
+        conn = connect(self.url, autocommit=True)
+        try:
+            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (SETUP_LOCK,)).fetchone()[0]:
+                time.sleep(0.05)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def fenced_checkpointer(self, run_id: str, attempt: int) -> AsyncPostgresSaver:
         assert self._saver_pool is not None

@@ -182,3 +182,14 @@ async def test_ok_reports_the_database_and_redis(tmp_path: Path) -> None:
                     await asyncio.sleep(0.2)
         finally:
             server.stop()
+
+
+def test_processes_started_together_on_a_new_database_all_start(tmp_path: Path) -> None:
+    """LangGraph's saver and store set-ups raced when run at once on a new database (a
+    duplicate type or migration row: two of three workers died at start-up)."""
+    cluster = Cluster(tmp_path, apis=0, workers=3)
+    try:
+        cluster.start()  # all at once
+        assert all(w.proc and w.proc.poll() is None for w in cluster.workers)
+    finally:
+        cluster.stop()
