@@ -51,6 +51,10 @@ class WorkerProcess:
         self.kill()
         raise RuntimeError(f"agentd worker did not start within {timeout}s:\n{self.log()}")
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
