@@ -1,12 +1,13 @@
 """Crashes across processes: two API servers and three workers take 500 background runs of
-mixed length (instant, or 0.2-1 s) on 100 threads, created through both API servers in turn;
-midway one worker holding runs and one API server are killed with -9.
+mixed length (instant, or 0.2-1 s), five enqueued on each of 100 threads, created through both
+API servers in turn; midway one worker holding runs and one API server are killed with -9.
 
 Every acknowledged run (and every run the database holds: a create cut short may have been
-committed) ends ``success`` in bounded time; the ledger every node execution appends to shows
-that no node of a run ever executed in two places at once, and that only the killed worker's
-runs executed anything again; a client streaming a run through the killed API server resumes
-it through the other one with Last-Event-ID and gets the rest, nothing twice, to the end."""
+committed) ends ``success`` in bounded time. The ledger every node execution appends to shows
+that no node of a run ever executed in two places at once, that only the killed worker's runs
+executed anything again, and that each thread's runs executed one at a time, in order. A
+client streaming a run through the killed API server resumes it through the other one with
+Last-Event-ID and gets the rest, nothing twice, to the end."""
 
 from __future__ import annotations
 
@@ -60,29 +61,37 @@ async def _crash(
     cluster: Cluster, clients: list[LangGraphClient], db: Database, ledger: Path
 ) -> None:
     threads = [str(uuid.uuid4()) for _ in range(THREADS)]
-    acknowledged: dict[str, str] = {}  # run_id -> thread_id, for every create answered 200
+    # run_id -> thread_id for every create answered 200, in the order of the answers
+    acknowledged: dict[str, str] = {}
     serving = [0, 1]  # the API servers creates go to (a load balancer drops a dead one)
     killed_api: int | None = None
+    cut_short: list[int] = []  # creates the killed API server never answered
     gate = asyncio.Semaphore(CREATING)
 
-    async def create(i: int) -> None:
-        tid = threads[i % THREADS]  # every thread's k-th run before any thread's (k+1)-th
-        async with gate:
-            while True:
-                api = serving[i % len(serving)]
-                try:
-                    run = await clients[api].runs.create(
-                        tid, "ledger", input={"ledger": str(ledger), "delay": _delay(i)},
-                        multitask_strategy="enqueue", if_not_exists="create",
-                    )  # fmt: skip
-                except httpx.TransportError:
-                    # Only the killed server may fail to answer; the client tries the other.
-                    assert api == killed_api, f"API server {api} did not answer"
-                    continue
-                acknowledged[run["run_id"]] = tid
-                return
+    async def fill(t: int) -> None:
+        # A thread's runs one after the other (so the order they must run in is the order of
+        # the answers), threads side by side, each create through the other API server.
+        for k in range(RUNS // THREADS):
+            i = k * THREADS + t
+            async with gate:
+                while True:
+                    api = serving[i % len(serving)]
+                    try:
+                        run = await clients[api].runs.create(
+                            threads[t], "ledger",
+                            input={"ledger": str(ledger), "delay": _delay(i)},
+                            multitask_strategy="enqueue", if_not_exists="create",
+                        )  # fmt: skip
+                    except httpx.TransportError:
+                        # Only the killed server may fail to answer; the client goes to the
+                        # other (what it asked may have been committed all the same).
+                        assert api == killed_api, f"API server {api} did not answer"
+                        cut_short.append(i)
+                        continue
+                    break
+            acknowledged[run["run_id"]] = threads[t]
 
-    creating = asyncio.ensure_future(asyncio.gather(*(create(i) for i in range(RUNS))))
+    creating = asyncio.ensure_future(asyncio.gather(*(fill(t) for t in range(THREADS))))
     try:
         await until(lambda: len(acknowledged) >= RUNS * 2 // 5, CREATE_LIMIT, "creates")
         # A resumable run, followed through the API server about to be killed.
@@ -99,7 +108,7 @@ async def _crash(
         assert not following.done(), "the streamed run ended before the kill"
         victim, owner = await _worker_holding_runs(cluster, db, but=sid)
         cluster.workers[victim].kill()
-        killed_at = time.time()  # the victim writes nothing after this
+        killed_at, at_kill = time.time(), len(acknowledged)  # the victim writes nothing after this
         killed_api = 0
         serving.remove(0)
         cluster.apis[0].kill()
@@ -129,14 +138,14 @@ async def _crash(
     ended = dict(await db.rows("SELECT run_id::text, status FROM runs"))
     assert all(ended.get(r) == "success" for r in acknowledged), "an acknowledged run was lost"
     assert not await db.rows("SELECT thread_id FROM threads WHERE status <> 'idle'")
+    spans = _check_ledger(ledger, str(cluster.workers[victim].pid), killed_at, set(ended))
+    _check_thread_order(spans, acknowledged)
     # Exactly the killed worker's runs started again, once.
     attempts = dict(await db.rows("SELECT run_id::text, attempt FROM runs WHERE attempt <> 1"))
     assert set(attempts) == held and set(attempts.values()) == {2}, (attempts, held)
     survivors = [w for i, w in enumerate(cluster.workers) if i != victim]
     taken = sum(int(n) for w in survivors for n in re.findall(r"took back (\d+) run", w.log()))
     assert taken == len(held)
-
-    _check_ledger(ledger, str(cluster.workers[victim].pid), killed_at, set(ended))
 
     # The stream: the part before the kill and the rest after it are the whole stream, each
     # event once, in order, up to the run's end.
@@ -148,8 +157,10 @@ async def _crash(
     assert [(p.id, p.event, p.data) for p in seen] == [(p.id, p.event, p.data) for p in whole]
     assert seen[-1].event == "values" and seen[-1].data["steps"] == list(NODES)
     assert (await clients[1].runs.get(stid, sid))["status"] == "success"
-    print(f"\n{len(acknowledged)} runs acknowledged; worker {victim} killed holding "
-          f"{len(held)}; all ended {settled:.1f} s after the last create")  # fmt: skip
+    print(f"\n{len(acknowledged)} runs acknowledged ({at_kill} at the kill, {len(cut_short)} "
+          f"cut short, {len(ended) - len(acknowledged) - 1} of those committed); worker "
+          f"{victim} killed holding {len(held)}; all ended {settled:.1f} s after the last "
+          "create")  # fmt: skip
 
 
 async def _follow(
@@ -181,11 +192,13 @@ async def _worker_holding_runs(cluster: Cluster, db: Database, *, but: str) -> t
         await asyncio.sleep(0.05)
 
 
-def _check_ledger(ledger: Path, victim: str, killed_at: float, runs: set[str]) -> None:
+def _check_ledger(
+    ledger: Path, victim: str, killed_at: float, runs: set[str]
+) -> dict[str, list[list[Any]]]:
     """Executions of one run's node (start to end, in the victim cut at its death) never
     overlap; a node executed again only after an execution in the killed worker; every node of
-    every run ended somewhere."""
-    executions: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)  # [pid, start, end]
+    every run ended somewhere. Returns each run's executions: [pid, start, end]."""
+    executions: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
     finished: set[tuple[str, str]] = set()
     for line in ledger.read_text().splitlines():
         run_id, node, event, pid, at = line.split()
@@ -196,6 +209,7 @@ def _check_ledger(ledger: Path, victim: str, killed_at: float, runs: set[str]) -
             [started] = [e for e in executions[key] if e[0] == pid and e[2] is None]
             started[2] = float(at)
             finished.add(key)
+    by_run: dict[str, list[list[Any]]] = defaultdict(list)
     for key, spans in executions.items():
         for span in spans:
             if span[2] is None:
@@ -205,5 +219,22 @@ def _check_ledger(ledger: Path, victim: str, killed_at: float, runs: set[str]) -
         for before, after in itertools.pairwise(spans):
             assert before[2] <= after[1], f"{key} executed twice at once: {before}, {after}"
         assert all(span[0] == victim for span in spans[:-1]), f"{key} executed again: {spans}"
+        by_run[key[0]].extend(spans)
     unfinished = [(r, n) for r in runs for n in NODES if (r, n) not in finished]
     assert not unfinished, f"nodes of successful runs that never finished: {unfinished[:5]}"
+    return by_run
+
+
+def _check_thread_order(spans: dict[str, list[list[Any]]], acknowledged: dict[str, str]) -> None:
+    """A thread's runs executed one at a time, in the order they were acknowledged: each
+    one's first node started after everything of the one before had ended."""
+    threads: dict[str, list[str]] = defaultdict(list)
+    for run_id, thread_id in acknowledged.items():
+        threads[thread_id].append(run_id)
+    for thread_id, runs in threads.items():
+        for before, after in itertools.pairwise(runs):
+            ended = max(span[2] for span in spans[before])
+            started = min(span[1] for span in spans[after])
+            assert ended <= started, (
+                f"thread {thread_id}: run {after} started before {before} ended"
+            )
