@@ -119,7 +119,7 @@ class Cluster:
         up in the time of its slowest process (mostly imports), not of all of them in turn."""
         processes = [*self.workers, *self.apis]
         try:
-            with ThreadPoolExecutor(len(processes)) as pool:
+            with ThreadPoolExecutor(max(1, len(processes))) as pool:
                 for started in [pool.submit(process.start) for process in processes]:
                     started.result()
         except BaseException:
@@ -132,8 +132,10 @@ class Cluster:
         return [api.url for api in self.apis]
 
     def stop(self) -> None:
-        for process in [*self.apis, *self.workers]:
-            process.stop()
+        """SIGTERM to every process at once, each waited for on a thread of its own."""
+        processes = [*self.apis, *self.workers]
+        with ThreadPoolExecutor(max(1, len(processes))) as pool:
+            list(pool.map(lambda process: process.stop(), processes))
         client = redis.Redis.from_url(REDIS_URL)
         try:
             keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
