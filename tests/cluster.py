@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import redis
@@ -49,6 +50,10 @@ class WorkerProcess:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"agentd worker did not start within {timeout}s:\n{self.log()}")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -110,9 +115,13 @@ class Cluster:
         ]
 
     def start(self) -> Cluster:
+        """Every process at once, each start waited for on a thread of its own: a cluster is
+        up in the time of its slowest process (mostly imports), not of all of them in turn."""
+        processes = [*self.workers, *self.apis]
         try:
-            for process in [*self.workers, *self.apis]:
-                process.start()
+            with ThreadPoolExecutor(max(1, len(processes))) as pool:
+                for started in [pool.submit(process.start) for process in processes]:
+                    started.result()
         except BaseException:
             self.stop()
             raise
@@ -123,8 +132,10 @@ class Cluster:
         return [api.url for api in self.apis]
 
     def stop(self) -> None:
-        for process in [*self.apis, *self.workers]:
-            process.stop()
+        """SIGTERM to every process at once, each waited for on a thread of its own."""
+        processes = [*self.apis, *self.workers]
+        with ThreadPoolExecutor(max(1, len(processes))) as pool:
+            list(pool.map(lambda process: process.stop(), processes))
         client = redis.Redis.from_url(REDIS_URL)
         try:
             keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
