@@ -182,4 +182,3 @@ async def test_ok_reports_the_database_and_redis(tmp_path: Path) -> None:
                     await asyncio.sleep(0.2)
         finally:
             server.stop()
-
