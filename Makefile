@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench soak clean
+.PHONY: run test lint bench bench-distributed soak clean
 
 $(BIN)/agentd: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("agentd needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -33,6 +33,10 @@ lint: $(BIN)/agentd
 bench: $(BIN)/agentd
 	bash bench/setup-reference.sh
 	$(BIN)/python bench/run.py
+
+bench-distributed: $(BIN)/agentd
+	bash bench/setup-reference.sh
+	$(BIN)/python bench/distributed.py
 
 soak: $(BIN)/agentd
 	$(BIN)/python bench/soak.py

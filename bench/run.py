@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from langgraph_sdk import get_client
@@ -160,7 +160,8 @@ def server_specs(opts: Options) -> list[ServerSpec]:
 
 
 class DatabaseUnavailable(RuntimeError):
-    """The admin URL does not answer (or psycopg is missing): agentd-pg is skipped."""
+    """The admin URL does not answer (or psycopg is missing): agentd-pg is skipped. (Also
+    raised for any other service a server under test needs, such as distributed.py's Redis.)"""
 
 
 def redact_url(url: str) -> str:
@@ -342,6 +343,23 @@ def wait_until_ok(server: RunningServer, timeout: float) -> None:
     raise RuntimeError(f"GET /ok did not answer 200 within {timeout:.0f} s")
 
 
+def spawn(
+    argv: list[str], workdir: Path, log_path: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start a server process in ``workdir`` with its output in ``log_path``, in a session of
+    its own, so that ``stop_process`` stops it with whatever it started."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            argv,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the server's process group, then SIGKILL it if it lingers."""
     if proc.poll() is not None:
@@ -369,16 +387,7 @@ def running_server(spec: ServerSpec, opts: Options) -> Iterator[RunningServer]:
         port = free_port()
         log_path = workdir / "server.log"
         started = time.perf_counter()
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                spec.build_args(port, workdir, db),
-                cwd=workdir,
-                env=child_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = spawn(spec.build_args(port, workdir, db), workdir, log_path, child_env())
         server = RunningServer(spec.name, proc, f"http://{HOST}:{port}", log_path, database=db)
         try:
             wait_until_ok(server, opts.startup_timeout)
@@ -1018,39 +1027,91 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_one(spec: ServerSpec, opts: Options) -> JSON:
+class Started(Protocol):
+    """What a server under test (one process, or distributed.py's cluster) offers once up."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def startup_s(self) -> float: ...
+
+
+S = TypeVar("S", bound=Started)
+Measure = Callable[[RunningServer, Options], Awaitable[JSON]]
+
+
+def with_load_avg(entry_of: Callable[[], JSON]) -> JSON:
+    """``entry_of()``, with the load average at its start and end (the machine is shared)."""
     load_start = load_average()
-    entry = run_server(spec, opts)
+    entry = entry_of()
     entry["load_avg"] = {"start": load_start, "end": load_average()}
     return entry
 
 
-def run_server(spec: ServerSpec, opts: Options) -> JSON:
+def run_one(spec: ServerSpec, opts: Options, measure: Measure | None = None) -> JSON:
+    return with_load_avg(lambda: run_server(spec, opts, measure or measure_server))
+
+
+def run_server(spec: ServerSpec, opts: Options, measure: Measure | None = None) -> JSON:
     if not spec.executable.exists():
         print(f"[{spec.name}] SKIPPED: {spec.executable} not found; {spec.missing_hint}")
         return {"status": "skipped", "reason": f"{spec.executable} not found; {spec.missing_hint}"}
     print(f"[{spec.name}] starting {spec.executable.name} ...", flush=True)
+    measure = measure or measure_server
+    return run_started(
+        spec.name, lambda: running_server(spec, opts), lambda server: measure(server, opts)
+    )
+
+
+def run_started(
+    name: str,
+    start: Callable[[], contextlib.AbstractContextManager[S]],
+    measure: Callable[[S], Awaitable[JSON]],
+) -> JSON:
+    """Start a server under test, measure it, stop it: ``{"status": "ok", "result": ...}``, or
+    ``skipped`` (a service it needs is missing) or ``failed`` (with the reason)."""
     try:
-        with running_server(spec, opts) as server:
-            print(f"[{spec.name}] up at {server.base_url} in {server.startup_s:.1f} s", flush=True)
-            result = asyncio.run(measure_server(server, opts))
+        with start() as server:
+            print(f"[{name}] up at {server.base_url} in {server.startup_s:.1f} s", flush=True)
+            result = asyncio.run(measure(server))
     except DatabaseUnavailable as exc:
-        print(f"[{spec.name}] SKIPPED: {exc}", flush=True)
+        print(f"[{name}] SKIPPED: {exc}", flush=True)
         return {"status": "skipped", "reason": str(exc)}
     except RuntimeError as exc:
-        print(f"[{spec.name}] FAILED: {exc}", flush=True)
+        print(f"[{name}] FAILED: {exc}", flush=True)
         return {"status": "failed", "reason": str(exc)}
-    print(f"[{spec.name}] done", flush=True)
+    print(f"[{name}] done", flush=True)
     return {"status": "ok", "result": result}
 
 
-def write_report(report: JSON, opts: Options) -> Path:
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{report['meta']['timestamp']}-{opts.label}"
-    json_path = opts.out_dir / f"{stem}.json"
+def save_report(report: JSON, out_dir: Path, label: str, markdown: str) -> Path:
+    """``<out_dir>/<timestamp>-<label>.json`` (every number) and ``.md`` (the table)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{report['meta']['timestamp']}-{label}"
+    json_path = out_dir / f"{stem}.json"
     json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (opts.out_dir / f"{stem}.md").write_text(render_markdown(report))
+    (out_dir / f"{stem}.md").write_text(markdown)
     return json_path
+
+
+def write_report(report: JSON, opts: Options) -> Path:
+    return save_report(report, opts.out_dir, opts.label, render_markdown(report))
+
+
+def report_meta(started: datetime, options: JSON) -> JSON:
+    """What every result file says about the run: when, which commit, which machine, how
+    busy it was, with which options."""
+    return {
+        "timestamp": started.strftime("%Y%m%dT%H%M%SZ"),
+        "git_commit": git_commit(),
+        "nproc": os.cpu_count(),
+        "platform": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
+        "hostname": socket.gethostname(),
+        "run_id": str(uuid.uuid4()),
+        "load_before": load_average(),
+        "options": options,
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -1122,31 +1183,19 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     signal.signal(signal.SIGTERM, on_sigterm)
     started = datetime.now(UTC)
-    report: JSON = {
-        "meta": {
-            "timestamp": started.strftime("%Y%m%dT%H%M%SZ"),
-            "git_commit": git_commit(),
-            "nproc": os.cpu_count(),
-            "platform": f"{platform.system()} {platform.machine()}, "
-            f"Python {platform.python_version()}",
-            "hostname": socket.gethostname(),
-            "run_id": str(uuid.uuid4()),
-            "load_before": load_average(),
-            "options": {
-                "servers": opts.servers,
-                "n": opts.n,
-                "stream_n": opts.stream_n,
-                "threads": opts.threads,
-                "bursts": opts.bursts,
-                "warmup": opts.warmup,
-                "agentd_jobs": opts.agentd_jobs,
-                "reference_jobs": opts.reference_jobs,
-                "pg_url": redact_url(opts.pg_url) if "agentd-pg" in opts.servers else None,
-                "sleep_graph_seconds": SLEEP_GRAPH_SECONDS,
-            },
-        },
-        "servers": {},
+    options: JSON = {
+        "servers": opts.servers,
+        "n": opts.n,
+        "stream_n": opts.stream_n,
+        "threads": opts.threads,
+        "bursts": opts.bursts,
+        "warmup": opts.warmup,
+        "agentd_jobs": opts.agentd_jobs,
+        "reference_jobs": opts.reference_jobs,
+        "pg_url": redact_url(opts.pg_url) if "agentd-pg" in opts.servers else None,
+        "sleep_graph_seconds": SLEEP_GRAPH_SECONDS,
     }
+    report: JSON = {"meta": report_meta(started, options), "servers": {}}
     for spec in server_specs(opts):
         report["servers"][spec.name] = run_one(spec, opts)
     report["meta"]["duration_s"] = round((datetime.now(UTC) - started).total_seconds(), 1)
