@@ -169,7 +169,7 @@ class Cluster:
     redis_url: str
     redis_prefix: str
     worker_jobs: int | None
-    api: bench.RunningServer | None = None  # started once the first worker set the database up
+    api: bench.RunningServer | None = None
     workers: list[WorkerProcess] = field(default_factory=list)  # the dead ones too, for logs
     startup_s: float = 0.0
 
@@ -284,11 +284,8 @@ def running_cluster(
         api_log = workdir / "api.log"
         cluster = Cluster(name, workdir, child_env, db, opts.redis_url, prefix, worker_jobs)
         try:
-            # One worker first, alone: on a fresh database, processes starting together race in
-            # LangGraph's checkpointer and store setup (outside agentd's migration lock) and
-            # one fails with a UniqueViolation. Once it is set up, the rest start at once.
             timeout = opts.bench.startup_timeout
-            cluster.wait_ready([cluster.spawn_worker()], timeout)
+            first = [cluster.spawn_worker()]
             cluster.api = bench.RunningServer(
                 name,
                 bench.spawn(api_argv, workdir, api_log, child_env),
@@ -296,7 +293,8 @@ def running_cluster(
                 api_log,
                 database=db,
             )
-            cluster.wait_ready([cluster.spawn_worker() for _ in range(workers - 1)], timeout)
+            rest = [cluster.spawn_worker() for _ in range(workers - 1)]
+            cluster.wait_ready(first + rest, timeout)
             bench.wait_until_ok(cluster.api, timeout)
             cluster.startup_s = time.perf_counter() - started
             yield cluster
