@@ -7,10 +7,10 @@ run on psycopg's synchronous connections, from a pool, on threads of their own: 
 per transaction, as on SQLite, and many at once. LangGraph's saver and store run on an async
 pool of their own.
 
-One process serves a database until agentd runs as many processes (events and wake-ups
-still travel inside the process): it holds a session advisory lock for its lifetime, as the
-embedded backend holds its file's lock. Runs do not depend on that lock: they come back by
-their leases (``exclusive`` is False), so even two processes could not run one twice."""
+Alone (no Redis), a process holds a session advisory lock for its lifetime, as the embedded
+backend holds its file's lock: events and wake-ups travel inside it. With Redis (``shared``)
+many processes serve the database. Runs depend on neither: they come back by their leases
+(``exclusive`` is False), so no two processes run one at once."""
 
 from __future__ import annotations
 
