@@ -214,6 +214,12 @@ class Worker:
         for run_id, attempt in held:
             if run_id not in kept and self._held.get(run_id) == attempt:
                 self._lose(run_id, "its lease was lost (taken back, ended or deleted)")
+            elif (action := kept.get(run_id)) is not None:
+                # The broker only nudges: a cancel sent while it was away is honoured here.
+                control = self._controls.get(run_id)
+                if control is not None and not control.cancelled:
+                    log.info("run %s: a cancel (%s) read at the heartbeat", run_id, action)
+                    control.request(action)
         return True
 
     async def _refresh_due_at(self) -> None:
