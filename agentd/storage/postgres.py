@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from agentd.schemas import Unprocessable
 from agentd.storage.base import DatabaseUnavailable, LeaseLost, Row, StorageStartupError
+from agentd.storage.pg_outage import RECONNECT_SECONDS, Outage
 from agentd.storage.relational import RelationalStorage
 from agentd.storage.sql import (
     Dialect,
@@ -110,14 +111,17 @@ def _refused(exc: psycopg.DataError) -> Unprocessable:
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
+def _errors(outage: Outage) -> Iterator[None]:
     """LangGraph's Postgres classes fail with psycopg's errors: those of the database server
-    are agentd's (503, a run handed back), a value jsonb refuses is the request's (422)."""
+    are agentd's (503, a run handed back), a value jsonb refuses is the request's (422).
+    While the database is known to be down, nothing waits for a connection."""
+    outage.check()
     try:
         yield
     except psycopg.DataError as exc:
         raise _refused(exc) from None
     except (psycopg.OperationalError, PoolTimeout) as exc:
+        outage.suspect(exc)
         raise _unavailable(exc) from exc
 
 
@@ -129,25 +133,26 @@ class _Checkpointer(AsyncPostgresSaver):
     with it, one checkpoint read or write runs at a time in the whole process (langgraph
     issue #7259). A semaphore as wide as the pool queues them instead."""
 
-    def __init__(self, pool: AsyncConnectionPool, **kwargs: Any):
+    def __init__(self, pool: AsyncConnectionPool, outage: Outage, **kwargs: Any):
         super().__init__(pool, **kwargs)  # type: ignore[arg-type]
         self.lock = asyncio.Semaphore(POOL_SIZE)  # type: ignore[assignment]
+        self.outage = outage
 
     async def aget_tuple(self, config: Any) -> Any:
-        with _errors():
+        with _errors(self.outage):
             return await super().aget_tuple(config)
 
     async def alist(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        with _errors():
+        with _errors(self.outage):
             async for item in super().alist(*args, **kwargs):
                 yield item
 
     async def aput(self, *args: Any, **kwargs: Any) -> Any:
-        with _errors():
+        with _errors(self.outage):
             return await super().aput(*args, **kwargs)
 
     async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
-        with _errors():
+        with _errors(self.outage):
             await super().aput_writes(*args, **kwargs)
 
 
@@ -156,8 +161,10 @@ class _FencedCheckpointer(_Checkpointer):
     transaction that first holds the run as that attempt (``hold_run``: a share lock on the
     run's row), so a write either lands before a take-back or is refused after it."""
 
-    def __init__(self, pool: AsyncConnectionPool, hold: str, run_id: str, attempt: int):
-        super().__init__(pool)
+    def __init__(
+        self, pool: AsyncConnectionPool, outage: Outage, hold: str, run_id: str, attempt: int
+    ):
+        super().__init__(pool, outage)
         self._hold, self._run_id, self._attempt = hold, run_id, attempt
 
     @asynccontextmanager
@@ -170,19 +177,21 @@ class _FencedCheckpointer(_Checkpointer):
             yield AsyncPostgresSaver(conn, serde=self.serde)  # type: ignore[arg-type]
 
     async def aput(self, *args: Any, **kwargs: Any) -> Any:
-        with _errors():
+        with _errors(self.outage):
             async with self._holding() as saver:
                 return await saver.aput(*args, **kwargs)
 
     async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
-        with _errors():
+        with _errors(self.outage):
             async with self._holding() as saver:
                 await saver.aput_writes(*args, **kwargs)
 
 
 class _Store(AsyncPostgresStore):
+    outage: Outage
+
     async def abatch(self, ops: Any) -> Any:
-        with _errors():
+        with _errors(self.outage):
             return await super().abatch(ops)
 
 
@@ -237,6 +246,7 @@ class PostgresStorage(RelationalStorage):
         self._store_ttl = store_ttl
         self._queries = load_queries(DIALECT)
         self._threads = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="agentd-pg")
+        self._outage = Outage(url, self._check_pools)
         self._pool: ConnectionPool | None = None
         self._lock_conn: psycopg.Connection[Any] | None = None
         self._saver_pool: AsyncConnectionPool | None = None
@@ -246,6 +256,7 @@ class PostgresStorage(RelationalStorage):
     # ---------------------------------------------------------------- lifecycle
 
     async def open(self) -> None:
+        self._outage.start()
         await self._run(self._open_sync)
         self._saver_pool = AsyncConnectionPool(
             self.url,
@@ -259,9 +270,11 @@ class PostgresStorage(RelationalStorage):
                 "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
             },
             open=False,
+            timeout=CONNECT_TIMEOUT,
+            reconnect_timeout=RECONNECT_SECONDS,
         )
         await self._saver_pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-        self.checkpointer = _Checkpointer(self._saver_pool)
+        self.checkpointer = _Checkpointer(self._saver_pool, self._outage)
         await self.checkpointer.setup()
         if self._store_index is not None:
             await self._run(self._require_pgvector)
@@ -270,13 +283,22 @@ class PostgresStorage(RelationalStorage):
             index=self._store_index,  # type: ignore[arg-type]
             ttl=self._store_ttl,  # type: ignore[arg-type]
         )
+        self.store.outage = self._outage
         await self.store.setup()
         await self._run(self._widen_store_ttl)
+
+    async def _check_pools(self) -> None:
+        """Drop the pools' dead connections (PostgreSQL restarted): LangGraph's saver would
+        fail a run's checkpoint write on one, handing the run back for nothing."""
+        if self._saver_pool is not None:
+            await self._saver_pool.check()
+        if self._pool is not None:
+            await self._run(self._pool.check)
 
     def fenced_checkpointer(self, run_id: str, attempt: int) -> AsyncPostgresSaver:
         assert self._saver_pool is not None
         [hold] = self._queries["hold_run"]
-        return _FencedCheckpointer(self._saver_pool, hold, run_id, attempt)
+        return _FencedCheckpointer(self._saver_pool, self._outage, hold, run_id, attempt)
 
     def _widen_store_ttl(self) -> None:
         """LangGraph's store keeps ``ttl_minutes`` as an integer: a TTL under a minute would
@@ -316,6 +338,7 @@ class PostgresStorage(RelationalStorage):
             # its first statement is replaced and the transaction run again (_transact).
             open=False,
             timeout=CONNECT_TIMEOUT,
+            reconnect_timeout=RECONNECT_SECONDS,
         )
         self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
 
@@ -330,6 +353,7 @@ class PostgresStorage(RelationalStorage):
                 )
 
     async def close(self) -> None:
+        await self._outage.stop()
         if self._saver_pool is not None:
             await self._saver_pool.close()
         await self._run(self._close_sync)
@@ -359,10 +383,13 @@ class PostgresStorage(RelationalStorage):
         """Run ``fn`` (in a transaction if it ``write``s), again when it lost a deadlock or a
         serialization conflict (the rules are functions of the database alone, so a retry is
         safe), or when its pooled connection turned out dead before anything was done (the
-        database restarted since it was last used)."""
+        database restarted since it was last used). While the database is known to be down
+        (``Outage``), it fails at once."""
         assert self._pool is not None
+        self._outage.check()
         for attempt in range(RETRIES):
             began = False
+            conn = None
             try:
                 with self._pool.connection() as conn:
                     if not write:
@@ -377,12 +404,16 @@ class PostgresStorage(RelationalStorage):
             except psycopg.DataError as exc:  # a value of the request: 22xxx, or NUL in text
                 raise _refused(exc) from None
             except psycopg.OperationalError as exc:
+                # A connection lost: the database's, or only this connection's?
+                if conn is not None and conn.broken and (down := self._outage.confirm(exc)):
+                    raise down from exc
                 # A read did nothing; a write that failed at BEGIN neither: both can go again
                 # on another connection. Past BEGIN, whether the commit happened is unknown.
                 if (write and began) or attempt == RETRIES - 1:
                     raise _unavailable(exc) from exc
             except PoolTimeout as exc:
-                raise _unavailable(exc) from exc
+                # The database gone, or only every connection busy?
+                raise (self._outage.confirm(exc) or _unavailable(exc)) from exc
         raise AssertionError("unreachable")
 
 
