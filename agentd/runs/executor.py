@@ -334,9 +334,13 @@ class Executor:
             try:
                 await self.storage.requeue_run(run["run_id"], run["attempt"])
                 break
-            except Exception:
-                if attempt == FINISH_ATTEMPTS - 1:  # it stays running: the next start takes it
-                    log.exception("could not hand run %s back to the queue", run["run_id"])
+            except Exception as exc:
+                if attempt == FINISH_ATTEMPTS - 1:  # it stays running: its lease runs out
+                    if isinstance(exc, DatabaseUnavailable):  # the storage logged why
+                        log.warning("could not hand run %s back to the queue: %s",
+                                    run["run_id"], exc.detail)  # fmt: skip
+                    else:
+                        log.exception("could not hand run %s back to the queue", run["run_id"])
                     break
                 await asyncio.sleep(0.2 * 2**attempt)
         self.broker.release(run["run_id"])

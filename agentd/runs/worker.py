@@ -12,6 +12,7 @@ worker renewed its own, so that it never takes back a run it still executes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -21,6 +22,7 @@ import time
 from agentd.broker.base import Broker
 from agentd.runs.control import LEASE_LOST, SHUTDOWN, RunControl
 from agentd.runs.executor import Executor
+from agentd.schemas import ServiceUnavailable
 from agentd.storage.base import LEASE_SECONDS, Row, Storage
 from agentd.wakeup import wait_until
 
@@ -28,6 +30,9 @@ log = logging.getLogger("agentd.worker")
 # How long running runs get to unwind at shutdown after being asked to stop, before their tasks
 # are cancelled outright (they are then left running, and the next start takes them back).
 SHUTDOWN_GRACE = 10.0
+# Claims retried while the database is unavailable: this long after the first failure, doubled
+# each time up to the last (a stop cuts a pause short; wake-ups do not).
+RETRY_MIN, RETRY_MAX = 0.2, 2.0
 
 
 def worker_identity() -> str:
@@ -66,6 +71,8 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stopped = asyncio.Event()
+        self._unavailable_since: float | None = None  # the database's outage, as seen here
 
     @property
     def active(self) -> int:
@@ -98,6 +105,7 @@ class Worker:
         # with no task. The loop stops between claims; what it claimed last starts and is
         # asked to stop with the rest.
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -138,6 +146,7 @@ class Worker:
         return True
 
     async def _loop(self) -> None:
+        retry = RETRY_MIN
         while not self._stopping:
             await wait_until(self._wake, self._due_at)
             self._wake.clear()
@@ -152,15 +161,43 @@ class Worker:
                     # Delayed runs came due: when is the next one? (A run delayed since is
                     # notified with its time; one from another process, at a heartbeat.)
                     self._due_at = await self.storage.next_due_at()
+            except ServiceUnavailable as exc:
+                self._unavailable("claiming runs", exc)
+                # Backing off: heartbeats and wake-ups would otherwise retry many times a
+                # second; a stop cuts the pause short.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), retry)
+                retry = min(retry * 2, RETRY_MAX)
+                self._wake.set()
+                continue
             except Exception:
                 log.exception("claiming runs failed; retrying")
                 await wait_until(self._wake, time.time() + 1)  # a stop cuts the pause short
                 self._wake.set()
+                continue
+            retry = RETRY_MIN
+
+    def _unavailable(self, what: str, exc: ServiceUnavailable) -> None:
+        """The database did not answer: the first failure of an outage is logged (without a
+        traceback: the storage logs why), the others until it answers again are not."""
+        if self._unavailable_since is None:
+            self._unavailable_since = time.monotonic()
+            log.warning("worker %s: %s failed (%s); retrying until the database answers",
+                        self.owner, what, exc.detail)  # fmt: skip
+        else:
+            log.debug("worker %s: %s failed (%s)", self.owner, what, exc.detail)
+
+    def _available(self) -> None:
+        if self._unavailable_since is not None:
+            log.info("worker %s: the database answers again after %.1f s", self.owner,
+                     time.monotonic() - self._unavailable_since)  # fmt: skip
+            self._unavailable_since = None
 
     async def _claim_while_free(self) -> None:
         while len(self._tasks) < self.jobs and not self._stopping:
             want = self.jobs - len(self._tasks)
             runs = await self.storage.claim_runs(want, owner=self.owner, lease=self.lease)
+            self._available()
             for run in runs:
                 self._start(run)
             if len(runs) < want:
@@ -204,13 +241,18 @@ class Worker:
             kept = await self.storage.renew_leases(self.owner, held, self.lease)
         except Exception as exc:
             silent = time.monotonic() - self._renewed_at
-            log.warning("worker %s: renewing leases failed (%s)", self.owner, exc)
+            if isinstance(exc, ServiceUnavailable):
+                self._unavailable("renewing leases", exc)
+            else:
+                log.warning("worker %s: renewing leases failed (%s)", self.owner, exc)
             if silent >= self.lease:
                 # Another worker may have taken these runs back by now: stop writing.
                 for run_id, _ in held:
                     self._lose(run_id, f"its lease could not be renewed for {silent:.0f} s")
             return False
         self._renewed_at = time.monotonic()
+        if held:  # else nothing was asked of the database
+            self._available()
         for run_id, attempt in held:
             if run_id not in kept and self._held.get(run_id) == attempt:
                 self._lose(run_id, "its lease was lost (taken back, ended or deleted)")
@@ -225,6 +267,9 @@ class Worker:
     async def _refresh_due_at(self) -> None:
         try:
             due = await self.storage.next_due_at()
+        except ServiceUnavailable as exc:
+            self._unavailable("reading when the next delayed run is due", exc)
+            return
         except Exception as exc:
             log.warning("reading when the next delayed run is due failed (%s)", exc)
             return
@@ -240,6 +285,9 @@ class Worker:
     async def _take_back_expired(self) -> None:
         try:
             taken = await self.storage.take_back_expired()
+        except ServiceUnavailable as exc:
+            self._unavailable("taking back runs whose lease ran out", exc)
+            return
         except Exception as exc:
             log.warning("taking back runs whose lease ran out failed (%s)", exc)
             return
