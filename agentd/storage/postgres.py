@@ -174,7 +174,13 @@ class _FencedCheckpointer(_Checkpointer):
             if await (await conn.execute(self._hold, held)).fetchone() is None:
                 raise LeaseLost(self._run_id, self._attempt)
             # LangGraph's saver on this one connection: its statements join the transaction.
-            yield AsyncPostgresSaver(conn, serde=self.serde)  # type: ignore[arg-type]
+            saver = AsyncPostgresSaver(conn, serde=self.serde)  # type: ignore[arg-type]
+            # Not in pipeline mode: a session with pipelined statements not yet synced is
+            # "active" to PostgreSQL, so idle_in_transaction_session_timeout never ends it,
+            # and a worker frozen mid-write would keep the run's row locked, and the
+            # take-back away, until it woke. (Its statements go in a savepoint instead.)
+            saver.supports_pipeline = False
+            yield saver
 
     async def aput(self, *args: Any, **kwargs: Any) -> Any:
         with _errors(self.outage):
