@@ -1,7 +1,8 @@
 """agentd as many processes: API servers (``agentd serve --jobs 0``) and workers (``agentd
 worker``) sharing one PostgreSQL database and one Redis, each a real process. Every cluster gets
 a fresh database and a Redis key prefix of its own, so clusters of parallel tests share the
-machine's Redis without seeing each other's keys."""
+machine's Redis without seeing each other's keys. Fault tests pass the URLs of throwaway
+servers of their own instead (``database_url``, ``redis_url``), to stop and restart at will."""
 
 from __future__ import annotations
 
@@ -89,13 +90,16 @@ class Cluster:
         workers: int = 2,
         config: Path = TEST_CONFIG,
         env: dict[str, str] | None = None,
+        database_url: str | None = None,
+        redis_url: str = REDIS_URL,
     ):
         self.base = base
-        self.database_url = pg.create_database(str(base))
+        self.database_url = database_url or pg.create_database(str(base))
+        self.redis_url = redis_url
         self.prefix = f"agentd-test:{uuid.uuid4().hex[:12]}:"
         self.env = {
             "DATABASE_URI": self.database_url,
-            "REDIS_URI": REDIS_URL,
+            "REDIS_URI": redis_url,
             "AGENTD_REDIS_PREFIX": self.prefix,
             **(env or {}),
         }
@@ -136,6 +140,8 @@ class Cluster:
         processes = [*self.apis, *self.workers]
         with ThreadPoolExecutor(max(1, len(processes))) as pool:
             list(pool.map(lambda process: process.stop(), processes))
+        if self.redis_url != REDIS_URL:
+            return  # a throwaway server: its keys go with it (it may be down by now)
         client = redis.Redis.from_url(REDIS_URL)
         try:
             keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))

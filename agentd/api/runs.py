@@ -23,6 +23,7 @@ from agentd.schemas import (
     RunCreate,
     RunsCancel,
     RunStatus,
+    ServiceUnavailable,
 )
 from agentd.services import Services
 from agentd.storage.base import Row
@@ -158,7 +159,10 @@ async def has_ended(svc: Services, run: Row) -> bool:
     """Whether the run has ended by storage's account. Checked at every keep-alive: the
     safety net under the broker's end event, so a lost wake-up delays a waiter by one
     keep-alive, never forever."""
-    latest = await svc.storage.get_run(run["thread_id"], run["run_id"])
+    try:
+        latest = await svc.storage.get_run(run["thread_id"], run["run_id"])
+    except ServiceUnavailable:
+        return False  # not known now (the database is away): asked again at the next one
     return latest is None or latest["status"] in TERMINAL_RUN_STATUSES
 
 

@@ -88,8 +88,21 @@ class Broker(Protocol):
         ...
 
     # Run events
+    #
+    # Fencing: ``attempt`` is the executing attempt of the run (a fencing token, as in
+    # storage). The broker keeps the highest attempt opened for each run, and ignores an
+    # open_run, publish, end or release naming a lower one: an attempt whose run was taken
+    # over (its worker froze past its lease) can no longer show events to the run's
+    # subscribers, end the run for them, or close the newer attempt's channel. None: not
+    # fenced (a process ending a run it did not execute, e.g. a cancel of a queued run).
     def open_run(
-        self, run_id: str, thread_id: str, *, resumable: bool, shown: frozenset[str]
+        self,
+        run_id: str,
+        thread_id: str,
+        *,
+        resumable: bool,
+        shown: frozenset[str],
+        attempt: int | None = None,
     ) -> None:
         """A run starts executing here: its thread, whether its events are kept, which of
         them its thread's subscribers see (event names before any "|namespace")."""
@@ -100,16 +113,25 @@ class Broker(Protocol):
         a resumable run): the executor skips encoding what nobody would see."""
         ...
 
-    async def publish(self, run_id: str, event: str, data: bytes) -> None:
+    async def publish(
+        self, run_id: str, event: str, data: bytes, *, attempt: int | None = None
+    ) -> None:
         """Send one event; may wait while kept events are written behind (back-pressure)."""
         ...
 
-    async def end(self, run_id: str, status: str, thread_id: str | None = None) -> None:
+    async def end(
+        self,
+        run_id: str,
+        status: str,
+        thread_id: str | None = None,
+        *,
+        attempt: int | None = None,
+    ) -> None:
         """The run ended: its subscribers get DONE, its thread's a ``run_done`` metadata
         event; its kept events expire after the resumable TTL."""
         ...
 
-    def release(self, run_id: str) -> None:
+    def release(self, run_id: str, *, attempt: int | None = None) -> None:
         """Forget a run's channel without ending it (its attempt was handed back)."""
         ...
 

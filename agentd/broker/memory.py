@@ -163,6 +163,7 @@ class _RunChannel:
     thread_id: str
     resumable: bool
     shown: frozenset[str]  # event names (before any "|ns") the thread's subscribers see
+    attempt: int | None  # the attempt executing it: a lower one is fenced off
 
 
 class MemoryBroker:
@@ -206,10 +207,28 @@ class MemoryBroker:
     # Run events ------------------------------------------------------------
 
     def open_run(
-        self, run_id: str, thread_id: str, *, resumable: bool, shown: frozenset[str]
+        self,
+        run_id: str,
+        thread_id: str,
+        *,
+        resumable: bool,
+        shown: frozenset[str],
+        attempt: int | None = None,
     ) -> None:
+        if self._stale(run_id, attempt, opening=True):
+            return
         # A new attempt (after a hand-back or a restart) appends to the same kept log.
-        self._channels[run_id] = _RunChannel(thread_id, resumable, shown)
+        self._channels[run_id] = _RunChannel(thread_id, resumable, shown, attempt)
+
+    def _stale(self, run_id: str, attempt: int | None, *, opening: bool = False) -> bool:
+        """Whether ``attempt`` was overtaken: a newer attempt holds the run's channel, or
+        (but for an open) the channel is gone: its run ended, or the attempt released it."""
+        if attempt is None:
+            return False
+        channel = self._channels.get(run_id)
+        if channel is None:
+            return not opening
+        return channel.attempt is not None and attempt < channel.attempt
 
     def listened(self, run_id: str) -> bool:
         if self._run_subs.get(run_id):
@@ -219,7 +238,11 @@ class MemoryBroker:
             channel.resumable or bool(self._thread_subs.get(channel.thread_id))
         )
 
-    async def publish(self, run_id: str, event: str, data: bytes) -> None:
+    async def publish(
+        self, run_id: str, event: str, data: bytes, *, attempt: int | None = None
+    ) -> None:
+        if self._stale(run_id, attempt):
+            return
         if self._emit(run_id, event, data):
             await self._journal.room()  # only runs that keep events wait for the disk
 
@@ -262,7 +285,16 @@ class MemoryBroker:
         else:
             sub._put(item)
 
-    async def end(self, run_id: str, status: str, thread_id: str | None = None) -> None:
+    async def end(
+        self,
+        run_id: str,
+        status: str,
+        thread_id: str | None = None,
+        *,
+        attempt: int | None = None,
+    ) -> None:
+        if self._stale(run_id, attempt):
+            return
         channel = self._channels.get(run_id)
         self._emit(run_id, DONE, status.encode())
         # Closed in the same step as DONE went out: a replay switching to live sees both.
@@ -275,8 +307,9 @@ class MemoryBroker:
             payload = orjson.dumps({"status": "run_done", "run_id": run_id})
             await self.publish_thread(thread_id, "metadata", payload)
 
-    def release(self, run_id: str) -> None:
-        self._channels.pop(run_id, None)
+    def release(self, run_id: str, *, attempt: int | None = None) -> None:
+        if not self._stale(run_id, attempt):
+            self._channels.pop(run_id, None)
 
     async def subscribe(
         self,

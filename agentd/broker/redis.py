@@ -255,6 +255,23 @@ class _Run:
     resumable: bool
     shown: frozenset[str]
     names: str  # shown, as the run's hash keeps it
+    attempt: int | None  # the attempt executing it here
+
+
+def _fence(attempt: int | None) -> dict[str, int]:
+    """The script's parameter (absent, not null: cjson's null is not Lua's nil)."""
+    return {} if attempt is None else {"attempt": attempt}
+
+
+def _overtaken(run: _Run | None, attempt: int | None) -> bool:
+    """A newer attempt of the run executes in this process: ``attempt`` is fenced off (the
+    script fences attempts executing elsewhere)."""
+    return (
+        run is not None
+        and attempt is not None
+        and run.attempt is not None
+        and attempt < run.attempt
+    )
 
 
 @dataclass
@@ -501,16 +518,26 @@ class RedisBroker:
     # Run events ---------------------------------------------------------------------
 
     def open_run(
-        self, run_id: str, thread_id: str, *, resumable: bool, shown: frozenset[str]
+        self,
+        run_id: str,
+        thread_id: str,
+        *,
+        resumable: bool,
+        shown: frozenset[str],
+        attempt: int | None = None,
     ) -> None:
-        run = self._runs[run_id] = _Run(thread_id, resumable, shown, ",".join(sorted(shown)))
+        if _overtaken(self._runs.get(run_id), attempt):
+            return
+        names = ",".join(sorted(shown))
+        self._runs[run_id] = _Run(thread_id, resumable, shown, names, attempt)
         self._send(
             {
                 "op": "open",
                 "run": run_id,
                 "thread": thread_id,
                 "resumable": resumable,
-                "names": run.names,
+                "names": names,
+                **_fence(attempt),
             }
         )
 
@@ -519,9 +546,13 @@ class RedisBroker:
         # publishing costs. The script writes nothing nobody reads or keeps.
         return True
 
-    async def publish(self, run_id: str, event: str, data: bytes) -> None:
+    async def publish(
+        self, run_id: str, event: str, data: bytes, *, attempt: int | None = None
+    ) -> None:
         run = self._runs.get(run_id)
-        params: dict[str, Any] = {"op": "event", "run": run_id, "name": event}
+        if _overtaken(run, attempt):
+            return
+        params: dict[str, Any] = {"op": "event", "run": run_id, "name": event, **_fence(attempt)}
         if run is not None:
             shown = event.split("|", 1)[0] in run.shown
             kept = run.resumable and shown
@@ -538,9 +569,18 @@ class RedisBroker:
         self._send(params, data)
         await self._wait_room()
 
-    async def end(self, run_id: str, status: str, thread_id: str | None = None) -> None:
+    async def end(
+        self,
+        run_id: str,
+        status: str,
+        thread_id: str | None = None,
+        *,
+        attempt: int | None = None,
+    ) -> None:
+        if _overtaken(self._runs.get(run_id), attempt):
+            return
         run = self._runs.pop(run_id, None)
-        params: dict[str, Any] = {"op": "end", "run": run_id}
+        params: dict[str, Any] = {"op": "end", "run": run_id, **_fence(attempt)}
         if run is not None:
             params |= {"thread": run.thread_id, "resumable": run.resumable}
             params |= self._kept_caps if run.resumable else self._live_caps
@@ -554,9 +594,10 @@ class RedisBroker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(written), END_WAIT_SECONDS)
 
-    def release(self, run_id: str) -> None:
+    def release(self, run_id: str, *, attempt: int | None = None) -> None:
         # Redis keeps the run open (its next attempt, anywhere, appends to the same stream).
-        self._runs.pop(run_id, None)
+        if not _overtaken(self._runs.get(run_id), attempt):
+            self._runs.pop(run_id, None)
 
     async def subscribe(
         self,

@@ -109,13 +109,37 @@ local function open_run()
     'shown', p.names or '', 'ended', '0')
 end
 
+-- Fencing: the run's hash keeps the highest attempt that opened or wrote it; a write naming a
+-- lower one comes from an attempt whose run was taken over, and is dropped. (A write naming
+-- none is not fenced: the end of a run by a process that did not execute it.)
+local function stale()
+  if not p.attempt then
+    return false
+  end
+  local newest = tonumber(redis.call('HGET', run_h, 'attempt') or '0')
+  return p.attempt < newest
+end
+
+local function fence()
+  if p.attempt then
+    local newest = tonumber(redis.call('HGET', run_h, 'attempt') or '0')
+    if p.attempt > newest then
+      redis.call('HSET', run_h, 'attempt', int(p.attempt))
+    end
+  end
+end
+
 local function listened(registry)
   return redis.call('EXISTS', registry) == 1
 end
 
 if p.op == 'open' then
+  if stale() then
+    return 0
+  end
   -- A new attempt appends to the same stream: open again, not ended.
   open_run()
+  fence()
   redis.call('PEXPIRE', run_h, p.open_ttl)
   if redis.call('EXISTS', run_s) == 1 then
     redis.call('PEXPIRE', run_s, p.open_ttl)
@@ -124,6 +148,9 @@ if p.op == 'open' then
 end
 
 if p.op == 'event' then
+  if stale() then
+    return 0
+  end
   -- Kept events always go in; others only while some process has a subscriber.
   local to_run = p.kept or listened(run_reg)
   local to_thread = th_s ~= nil and p.shown and (p.kept or listened(th_reg))
@@ -139,6 +166,7 @@ if p.op == 'event' then
     if th_h and redis.call('EXISTS', run_h) == 0 then
       open_run()  -- lost (a flush): what other processes read of the run, written again
     end
+    fence()
     add(run_s, run_h, id, p.name, data, kept, nil, p.max_events, p.max_bytes)
     redis.call('PEXPIRE', run_h, p.open_ttl)
     redis.call('PEXPIRE', run_s, p.open_ttl)
@@ -153,6 +181,10 @@ if p.op == 'event' then
 end
 
 if p.op == 'end' then
+  if stale() then
+    return 0
+  end
+  fence()
   local resumable = p.resumable
   if resumable == nil then  -- ended by a process that did not run it: what its runner wrote
     resumable = redis.call('HGET', run_h, 'resumable') == '1'

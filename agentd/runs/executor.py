@@ -72,24 +72,30 @@ class Executor:
         error, a cancel, the time limit, too many attempts, agentd's own failure around the
         graph. Only a hard cancel of this task (the process stopping past its grace) leaves
         the run ``running``, for the next start to take back."""
-        run_id, kwargs = run["run_id"], run["kwargs"]
+        run_id, kwargs, attempt = run["run_id"], run["kwargs"], run["attempt"]
         started_at = serde.now()
+        # Every broker call names the attempt: once the run is taken over, the broker drops
+        # what this attempt still sends (see Broker's fencing).
         self.broker.open_run(
             run_id,
             run["thread_id"],
             resumable=bool(kwargs.get("resumable")),
             shown=visible_events(kwargs.get("stream_mode") or ()),
+            attempt=attempt,
         )
         await self.broker.publish(
-            run_id, "metadata", serde.dumps({"run_id": run_id, "attempt": run["attempt"]})
+            run_id,
+            "metadata",
+            serde.dumps({"run_id": run_id, "attempt": attempt}),
+            attempt=attempt,
         )
         try:
             outcome = await self._attempt(run, control)
         except Exception as exc:  # agentd's own failure: the run must end all the same
             log.exception("run %s: executing it failed", run_id)
-            outcome = await self._failed(run_id, exc, None)
+            outcome = await self._failed(run, exc, None)
         if outcome is LOST:
-            self.broker.release(run_id)
+            self.broker.release(run_id, attempt=attempt)
             return "pending"
         if outcome is None:
             await _uncancellable(self._hand_back(run))
@@ -103,7 +109,7 @@ class Executor:
         if run["attempt"] > self.max_attempts:
             # Every attempt so far died with its process: stop before it takes down another.
             return await self._failed(
-                run_id,
+                run,
                 RunAttemptsExceeded(
                     f"Run {run_id} exceeded max attempts ({self.max_attempts}): the process "
                     "executing it stopped each time"
@@ -154,7 +160,7 @@ class Executor:
                 error={"error": "TimeoutError", "message": f"run exceeded {self.timeout} s"},
             )
         if graph.cancelled():  # cancelled from inside the graph: an error like any
-            return await self._failed(run_id, asyncio.CancelledError(), progress)
+            return await self._failed(run, asyncio.CancelledError(), progress)
         exc = graph.exception()
         if isinstance(exc, LeaseLost):
             # Another attempt holds the run, or it ended: this one stops and writes nothing
@@ -169,7 +175,7 @@ class Executor:
             return None
         if exc is not None:
             log.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
-            return await self._failed(run_id, exc, progress)
+            return await self._failed(run, exc, progress)
         return graph.result()
 
     async def _run_graph(self, run: Row, progress: Row) -> Outcome:
@@ -231,7 +237,9 @@ class Executor:
                 # LangChain event is sent as an `events` event.
                 if item["event"] != "on_chain_stream" or item["parent_ids"]:
                     if self.broker.listened(run_id):
-                        await self.broker.publish(run_id, "events", serde.dumps(item))
+                        await self.broker.publish(
+                            run_id, "events", serde.dumps(item), attempt=run["attempt"]
+                        )
                     continue
                 item = item["data"]["chunk"]
             namespace, mode, chunk = split_item(item)
@@ -241,11 +249,13 @@ class Executor:
                     progress["interrupted"] = True
             if encoder.stateful or self.broker.listened(run_id):  # else nobody would see it
                 for event, data in encoder.encode(mode, chunk, namespace):
-                    await self.broker.publish(run_id, event, data)
+                    await self.broker.publish(run_id, event, data, attempt=run["attempt"])
 
-    async def _failed(self, run_id: str, exc: BaseException, progress: Row | None) -> Outcome:
+    async def _failed(self, run: Row, exc: BaseException, progress: Row | None) -> Outcome:
         error = serde.error_payload(exc)
-        await self.broker.publish(run_id, "error", serde.dumps(error))
+        await self.broker.publish(
+            run["run_id"], "error", serde.dumps(error), attempt=run["attempt"]
+        )
         values = progress.get("values") if progress else None
         return Outcome("error", "error", values=values, error=error)
 
@@ -289,7 +299,7 @@ class Executor:
             interrupts = serde.dumps(outcome.interrupts) if outcome.interrupts else None
         except Exception as exc:  # e.g. nested deeper than JSON can be encoded
             unstorable = ValueError(f"the run's values cannot be stored as JSON: {exc}")
-            outcome = await self._failed(run_id, unstorable, None)
+            outcome = await self._failed(run, unstorable, None)
             encoded = interrupts = None
         # The webhook goes into the outbox in the transaction that records the end; it is
         # sent in the background after the commit and never holds this slot.
@@ -313,7 +323,7 @@ class Executor:
             if webhook is not None:
                 self.webhooks.wake()
         finally:
-            await self.broker.end(run_id, outcome.status, thread_id)
+            await self.broker.end(run_id, outcome.status, thread_id, attempt=run["attempt"])
         return outcome.status
 
     async def _finish(self, run: Row, status: str, **outcome: Any) -> str | bool:
@@ -339,12 +349,16 @@ class Executor:
             try:
                 await self.storage.requeue_run(run["run_id"], run["attempt"])
                 break
-            except Exception:
-                if attempt == FINISH_ATTEMPTS - 1:  # it stays running: the next start takes it
-                    log.exception("could not hand run %s back to the queue", run["run_id"])
+            except Exception as exc:
+                if attempt == FINISH_ATTEMPTS - 1:  # it stays running: its lease runs out
+                    if isinstance(exc, DatabaseUnavailable):  # the storage logged why
+                        log.warning("could not hand run %s back to the queue: %s",
+                                    run["run_id"], exc.detail)  # fmt: skip
+                    else:
+                        log.exception("could not hand run %s back to the queue", run["run_id"])
                     break
                 await asyncio.sleep(0.2 * 2**attempt)
-        self.broker.release(run["run_id"])
+        self.broker.release(run["run_id"], attempt=run["attempt"])
 
 
 async def _uncancellable(coro: Coroutine[Any, Any, T]) -> T:

@@ -12,6 +12,7 @@ worker renewed its own, so that it never takes back a run it still executes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -21,6 +22,7 @@ import time
 from agentd.broker.base import Broker
 from agentd.runs.control import LEASE_LOST, SHUTDOWN, RunControl
 from agentd.runs.executor import Executor
+from agentd.schemas import ServiceUnavailable
 from agentd.storage.base import LEASE_SECONDS, Row, Storage
 from agentd.wakeup import wait_until
 
@@ -28,6 +30,9 @@ log = logging.getLogger("agentd.worker")
 # How long running runs get to unwind at shutdown after being asked to stop, before their tasks
 # are cancelled outright (they are then left running, and the next start takes them back).
 SHUTDOWN_GRACE = 10.0
+# Claims retried while the database is unavailable: this long after the first failure, doubled
+# each time up to the last (a stop cuts a pause short; wake-ups do not).
+RETRY_MIN, RETRY_MAX = 0.2, 2.0
 
 
 def worker_identity() -> str:
@@ -70,6 +75,8 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stopped = asyncio.Event()
+        self._unavailable_since: float | None = None  # the database's outage, as seen here
 
     @property
     def active(self) -> int:
@@ -102,6 +109,7 @@ class Worker:
         # with no task. The loop stops between claims; what it claimed last starts and is
         # asked to stop with the rest.
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -143,6 +151,7 @@ class Worker:
         return True
 
     async def _loop(self) -> None:
+        retry = RETRY_MIN
         while not self._stopping:
             await wait_until(self._wake, self._due_at)
             self._wake.clear()
@@ -157,10 +166,37 @@ class Worker:
                     # Delayed runs came due: when is the next one? (A run delayed since is
                     # notified with its time; one from another process, at a heartbeat.)
                     self._due_at = await self.storage.next_due_at()
+            except ServiceUnavailable as exc:
+                self._unavailable("claiming runs", exc)
+                # Backing off: heartbeats and wake-ups would otherwise retry many times a
+                # second; a stop cuts the pause short.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), retry)
+                retry = min(retry * 2, RETRY_MAX)
+                self._wake.set()
+                continue
             except Exception:
                 log.exception("claiming runs failed; retrying")
                 await wait_until(self._wake, time.time() + 1)  # a stop cuts the pause short
                 self._wake.set()
+                continue
+            retry = RETRY_MIN
+
+    def _unavailable(self, what: str, exc: ServiceUnavailable) -> None:
+        """The database did not answer: the first failure of an outage is logged (without a
+        traceback: the storage logs why), the others until it answers again are not."""
+        if self._unavailable_since is None:
+            self._unavailable_since = time.monotonic()
+            log.warning("worker %s: %s failed (%s); retrying until the database answers",
+                        self.owner, what, exc.detail)  # fmt: skip
+        else:
+            log.debug("worker %s: %s failed (%s)", self.owner, what, exc.detail)
+
+    def _available(self) -> None:
+        if self._unavailable_since is not None:
+            log.info("worker %s: the database answers again after %.1f s", self.owner,
+                     time.monotonic() - self._unavailable_since)  # fmt: skip
+            self._unavailable_since = None
 
     async def _claim_while_free(self) -> None:
         while len(self._tasks) < self.jobs and not self._stopping:
@@ -171,6 +207,7 @@ class Worker:
             except BaseException:
                 self._more = True
                 raise
+            self._available()
             for run in runs:
                 self._start(run)
             if len(runs) < want:
@@ -216,21 +253,35 @@ class Worker:
             kept = await self.storage.renew_leases(self.owner, held, self.lease)
         except Exception as exc:
             silent = time.monotonic() - self._renewed_at
-            log.warning("worker %s: renewing leases failed (%s)", self.owner, exc)
+            if isinstance(exc, ServiceUnavailable):
+                self._unavailable("renewing leases", exc)
+            else:
+                log.warning("worker %s: renewing leases failed (%s)", self.owner, exc)
             if silent >= self.lease:
                 # Another worker may have taken these runs back by now: stop writing.
                 for run_id, _ in held:
                     self._lose(run_id, f"its lease could not be renewed for {silent:.0f} s")
             return False
         self._renewed_at = time.monotonic()
+        if held:  # else nothing was asked of the database
+            self._available()
         for run_id, attempt in held:
             if run_id not in kept and self._held.get(run_id) == attempt:
                 self._lose(run_id, "its lease was lost (taken back, ended or deleted)")
+            elif (action := kept.get(run_id)) is not None:
+                # The broker only nudges: a cancel sent while it was away is honoured here.
+                control = self._controls.get(run_id)
+                if control is not None and not control.cancelled:
+                    log.info("run %s: a cancel (%s) read at the heartbeat", run_id, action)
+                    control.request(action)
         return True
 
     async def _refresh_due_at(self) -> None:
         try:
             due = await self.storage.next_due_at()
+        except ServiceUnavailable as exc:
+            self._unavailable("reading when the next delayed run is due", exc)
+            return
         except Exception as exc:
             log.warning("reading when the next delayed run is due failed (%s)", exc)
             return
@@ -246,6 +297,9 @@ class Worker:
     async def _take_back_expired(self) -> None:
         try:
             taken = await self.storage.take_back_expired()
+        except ServiceUnavailable as exc:
+            self._unavailable("taking back runs whose lease ran out", exc)
+            return
         except Exception as exc:
             log.warning("taking back runs whose lease ran out failed (%s)", exc)
             return

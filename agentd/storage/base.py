@@ -254,9 +254,10 @@ class Storage(Protocol):
 
     async def renew_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease: float
-    ) -> set[str]:
+    ) -> dict[str, str | None]:
         """Extend ``owner``'s leases on ``held`` (run_id, attempt) by ``lease`` seconds;
-        the ids of the runs it still holds (the others' attempts must stop)."""
+        the runs it still holds (the others' attempts must stop), each with the cancel
+        recorded for it, if any."""
         ...
 
     async def take_back_expired(self, limit: int = 100) -> list[Row]:

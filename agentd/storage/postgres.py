@@ -18,9 +18,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from agentd.schemas import Unprocessable
 from agentd.storage.base import DatabaseUnavailable, LeaseLost, Row, StorageStartupError
+from agentd.storage.pg_outage import RECONNECT_SECONDS, Outage
 from agentd.storage.relational import RelationalStorage
 from agentd.storage.sql import (
     Dialect,
@@ -114,14 +115,17 @@ def _refused(exc: psycopg.DataError) -> Unprocessable:
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
+def _errors(outage: Outage) -> Iterator[None]:
     """LangGraph's Postgres classes fail with psycopg's errors: those of the database server
-    are agentd's (503, a run handed back), a value jsonb refuses is the request's (422)."""
+    are agentd's (503, a run handed back), a value jsonb refuses is the request's (422).
+    While the database is known to be down, nothing waits for a connection."""
+    outage.check()
     try:
         yield
     except psycopg.DataError as exc:
         raise _refused(exc) from None
     except (psycopg.OperationalError, PoolTimeout) as exc:
+        outage.suspect(exc)
         raise _unavailable(exc) from exc
 
 
@@ -133,88 +137,75 @@ class _Checkpointer(AsyncPostgresSaver):
     with it, one checkpoint read or write runs at a time in the whole process (langgraph
     issue #7259). A semaphore as wide as the pool queues them instead."""
 
-    def __init__(self, pool: AsyncConnectionPool, **kwargs: Any):
+    def __init__(self, pool: AsyncConnectionPool, outage: Outage, **kwargs: Any):
         super().__init__(pool, **kwargs)  # type: ignore[arg-type]
         self.lock = asyncio.Semaphore(POOL_SIZE)  # type: ignore[assignment]
+        self.outage = outage
 
     async def aget_tuple(self, config: Any) -> Any:
-        with _errors():
+        with _errors(self.outage):
             return await super().aget_tuple(config)
 
     async def alist(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        with _errors():
+        with _errors(self.outage):
             async for item in super().alist(*args, **kwargs):
                 yield item
 
     async def aput(self, *args: Any, **kwargs: Any) -> Any:
-        with _errors():
+        with _errors(self.outage):
             return await super().aput(*args, **kwargs)
 
     async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
-        with _errors():
+        with _errors(self.outage):
             await super().aput_writes(*args, **kwargs)
 
 
 class _FencedCheckpointer(_Checkpointer):
-    """The saver of one run attempt: each checkpoint and pending write goes to the server as
-    one pipeline that ends with the fence (``hold_run``), all one implicit transaction that
-    commits at the pipeline's sync: a write either lands before a take-back or is refused
-    (LeaseLost) and rolled back after it. One round trip per write, where a transaction of
-    its own (BEGIN, the check, the write, COMMIT) took four.
+    """The saver of one run attempt: each checkpoint and pending write is saved in a
+    transaction that first holds the run as that attempt (``hold_run``: a share lock on the
+    run's row, or the error LEASE_LOST), so a write either lands before a take-back or is
+    refused after it."""
 
-    LangGraph's saver runs on the pipelined connection (its ``pipe`` argument) and syncs the
-    pipeline when its statements are queued: ``_Fence`` queues the check just before."""
+    def __init__(
+        self, pool: AsyncConnectionPool, outage: Outage, hold: str, run_id: str, attempt: int
+    ):
+        super().__init__(pool, outage)
+        self._hold, self._run_id, self._attempt = hold, run_id, attempt
 
-    def __init__(self, pool: AsyncConnectionPool, hold: str, run_id: str, attempt: int):
-        super().__init__(pool)
-        self._hold = hold
-        self._held = {"run_id": run_id, "attempt": attempt}
-
-    async def _fenced(self, write: Callable[[AsyncPostgresSaver], Awaitable[T]]) -> T:
-        with _errors():
-            async with self.conn.connection() as conn:  # type: ignore[union-attr]
-                fence = _Fence(conn, self._hold, self._held)
-                try:
-                    async with conn.pipeline() as fence.pipeline:
-                        result = await write(
-                            AsyncPostgresSaver(conn, pipe=fence, serde=self.serde)  # type: ignore[arg-type]
-                        )
-                except psycopg.DatabaseError as exc:
-                    if exc.sqlstate == LEASE_LOST:
-                        raise LeaseLost(self._held["run_id"], self._held["attempt"]) from None
-                    raise
-                if not fence.synced:
-                    # Never silently unfenced: a LangGraph that stops syncing its pipeline
-                    # must fail here, not write without the check.
-                    raise RuntimeError("LangGraph's saver wrote without syncing its pipeline")
-                return result
+    @asynccontextmanager
+    async def _holding(self) -> AsyncIterator[AsyncPostgresSaver]:
+        async with self.conn.connection() as conn, conn.transaction():  # type: ignore[union-attr]
+            try:
+                await conn.execute(self._hold, {"run_id": self._run_id, "attempt": self._attempt})
+            except psycopg.DatabaseError as exc:
+                if exc.sqlstate == LEASE_LOST:
+                    raise LeaseLost(self._run_id, self._attempt) from None
+                raise
+            # LangGraph's saver on this one connection: its statements join the transaction.
+            saver = AsyncPostgresSaver(conn, serde=self.serde)  # type: ignore[arg-type]
+            # Not in pipeline mode: a session with pipelined statements not yet synced is
+            # "active" to PostgreSQL, so idle_in_transaction_session_timeout never ends it,
+            # and a worker frozen mid-write would keep the run's row locked, and the
+            # take-back away, until it woke. (Its statements go in a savepoint instead.)
+            saver.supports_pipeline = False
+            yield saver
 
     async def aput(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._fenced(lambda saver: saver.aput(*args, **kwargs))
+        with _errors(self.outage):
+            async with self._holding() as saver:
+                return await saver.aput(*args, **kwargs)
 
     async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
-        await self._fenced(lambda saver: saver.aput_writes(*args, **kwargs))
-
-
-class _Fence:
-    """What LangGraph's saver takes for its pipeline: its ``sync`` queues the fence after the
-    saver's statements, then syncs the real one."""
-
-    def __init__(self, conn: psycopg.AsyncConnection[Any], hold: str, held: Row):
-        self.conn, self.hold, self.held = conn, hold, held
-        self.pipeline: psycopg.AsyncPipeline | None = None
-        self.synced = False
-
-    async def sync(self) -> None:
-        assert self.pipeline is not None
-        await self.conn.execute(self.hold, self.held)
-        await self.pipeline.sync()
-        self.synced = True
+        with _errors(self.outage):
+            async with self._holding() as saver:
+                await saver.aput_writes(*args, **kwargs)
 
 
 class _Store(AsyncPostgresStore):
+    outage: Outage
+
     async def abatch(self, ops: Any) -> Any:
-        with _errors():
+        with _errors(self.outage):
             return await super().abatch(ops)
 
 
@@ -269,6 +260,7 @@ class PostgresStorage(RelationalStorage):
         self._store_ttl = store_ttl
         self._queries = load_queries(DIALECT)
         self._threads = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="agentd-pg")
+        self._outage = Outage(url, self._check_pools)
         self._pool: ConnectionPool | None = None
         self._lock_conn: psycopg.Connection[Any] | None = None
         self._saver_pool: AsyncConnectionPool | None = None
@@ -278,6 +270,7 @@ class PostgresStorage(RelationalStorage):
     # ---------------------------------------------------------------- lifecycle
 
     async def open(self) -> None:
+        self._outage.start()
         await self._run(self._open_sync)
         self._saver_pool = AsyncConnectionPool(
             self.url,
@@ -291,9 +284,11 @@ class PostgresStorage(RelationalStorage):
                 "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
             },
             open=False,
+            timeout=CONNECT_TIMEOUT,
+            reconnect_timeout=RECONNECT_SECONDS,
         )
         await self._saver_pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-        self.checkpointer = _Checkpointer(self._saver_pool)
+        self.checkpointer = _Checkpointer(self._saver_pool, self._outage)
         if self._store_index is not None:
             await self._run(self._require_pgvector)
         self.store = _Store(
@@ -301,6 +296,7 @@ class PostgresStorage(RelationalStorage):
             index=self._store_index,  # type: ignore[arg-type]
             ttl=self._store_ttl,  # type: ignore[arg-type]
         )
+        self.store.outage = self._outage
         async with self._saver_pool.connection() as conn:
             # LangGraph's migrations take no lock: processes starting together on a new
             # database would each create its tables (a unique violation in one of them).
@@ -312,10 +308,18 @@ class PostgresStorage(RelationalStorage):
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
 
+    async def _check_pools(self) -> None:
+        """Drop the pools' dead connections (PostgreSQL restarted): LangGraph's saver would
+        fail a run's checkpoint write on one, handing the run back for nothing."""
+        if self._saver_pool is not None:
+            await self._saver_pool.check()
+        if self._pool is not None:
+            await self._run(self._pool.check)
+
     def fenced_checkpointer(self, run_id: str, attempt: int) -> AsyncPostgresSaver:
         assert self._saver_pool is not None
         [hold] = self._queries["hold_run"]
-        return _FencedCheckpointer(self._saver_pool, hold, run_id, attempt)
+        return _FencedCheckpointer(self._saver_pool, self._outage, hold, run_id, attempt)
 
     def _widen_store_ttl(self) -> None:
         """LangGraph's store keeps ``ttl_minutes`` as an integer: a TTL under a minute would
@@ -355,6 +359,7 @@ class PostgresStorage(RelationalStorage):
             # its first statement is replaced and the transaction run again (_transact).
             open=False,
             timeout=CONNECT_TIMEOUT,
+            reconnect_timeout=RECONNECT_SECONDS,
         )
         self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
 
@@ -369,6 +374,7 @@ class PostgresStorage(RelationalStorage):
                 )
 
     async def close(self) -> None:
+        await self._outage.stop()
         if self._saver_pool is not None:
             await self._saver_pool.close()
         await self._run(self._close_sync)
@@ -398,10 +404,13 @@ class PostgresStorage(RelationalStorage):
         """Run ``fn`` (in a transaction if it ``write``s), again when it lost a deadlock or a
         serialization conflict (the rules are functions of the database alone, so a retry is
         safe), or when its pooled connection turned out dead before anything was done (the
-        database restarted since it was last used)."""
+        database restarted since it was last used). While the database is known to be down
+        (``Outage``), it fails at once."""
         assert self._pool is not None
+        self._outage.check()
         for attempt in range(RETRIES):
             began = False
+            conn = None
             try:
                 with self._pool.connection() as conn:
                     if not write:
@@ -416,12 +425,16 @@ class PostgresStorage(RelationalStorage):
             except psycopg.DataError as exc:  # a value of the request: 22xxx, or NUL in text
                 raise _refused(exc) from None
             except psycopg.OperationalError as exc:
+                # A connection lost: the database's, or only this connection's?
+                if conn is not None and conn.broken and (down := self._outage.confirm(exc)):
+                    raise down from exc
                 # A read did nothing; a write that failed at BEGIN neither: both can go again
                 # on another connection. Past BEGIN, whether the commit happened is unknown.
                 if (write and began) or attempt == RETRIES - 1:
                     raise _unavailable(exc) from exc
             except PoolTimeout as exc:
-                raise _unavailable(exc) from exc
+                # The database gone, or only every connection busy?
+                raise (self._outage.confirm(exc) or _unavailable(exc)) from exc
         raise AssertionError("unreachable")
 
 

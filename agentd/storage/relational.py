@@ -742,24 +742,25 @@ class RelationalStorage:
 
     async def renew_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease: float
-    ) -> set[str]:
+    ) -> dict[str, str | None]:
         """Extend ``owner``'s leases on ``held`` runs (run_id, attempt) by ``lease`` seconds
-        from now; returns the ids of those it still holds. A run missing from the answer was
+        from now; returns those it still holds, each with the cancel recorded for it (the
+        nudge through the broker may have been lost). A run missing from the answer was
         taken back (its lease ran out), ended, or deleted: its attempt must stop."""
 
-        def tx(tx: Tx) -> set[str]:
+        def tx(tx: Tx) -> dict[str, str | None]:
             tx.run("bounded_lock_wait")
             until = at(lease)
-            kept = set()
+            kept = {}
             for run_id, attempt in held:
                 row = tx.one(
                     "renew_lease", run_id=run_id, attempt=attempt, owner=owner, until=until
                 )
                 if row is not None:
-                    kept.add(run_id)
+                    kept[run_id] = row["cancel_action"]
             return kept
 
-        return await self._write(tx) if held else set()
+        return await self._write(tx) if held else {}
 
     async def take_back_expired(self, limit: int = 100) -> list[Row]:
         """Put running runs whose lease ran out back in the queue (their holder died or

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -121,17 +122,41 @@ async def test_a_frozen_worker_past_its_lease_writes_nothing_when_it_wakes(
     marker.touch()
     a, b = (get_client(url=url, api_key=None) for url in cluster.urls)
     tid = (await a.threads.create())["thread_id"]
-    run = await a.runs.create(tid, "steps", input={"done": [], "delay": 1.5, "marker": str(marker)})
+    run = await a.runs.create(
+        tid,
+        "steps",
+        input={"done": [], "delay": 1.5, "marker": str(marker)},
+        stream_mode=["updates"],
+    )
+    # A client joined to the run's stream from its start, through the other server.
+    seen: list[tuple[str, Any]] = []
+
+    async def follow() -> None:
+        async for part in b.runs.join_stream(tid, run["run_id"]):
+            seen.append((part.event, part.data))
+
+    joined = asyncio.create_task(follow())
     await _until(lambda: "b:start" in marker.read_text(), what="node b")
     owner = _holder(cluster, run["run_id"])
     assert owner is not None
     frozen = cluster.workers[_worker_of(cluster, owner)]
     frozen.signal(signal.SIGSTOP)
     try:
-        result = await b.runs.join(tid, run["run_id"])  # the other worker took it over
+        # The other worker takes the run over (attempt 2, from node b); once it is in node c,
+        # the frozen worker wakes up inside its node b, which ends, and is streamed.
+        await _until(lambda: "c:start" in marker.read_text(), what="attempt 2 in node c")
     finally:
         frozen.signal(signal.SIGCONT)
+    result = await b.runs.join(tid, run["run_id"])
     assert result["done"] == ["a", "b", "c"]
+    await asyncio.wait_for(joined, 10)
+    # The joined client saw no event of attempt 1 after attempt 2 started: each node's update
+    # once, b and c by attempt 2 (the broker fences off the old attempt's events).
+    attempts = [d["attempt"] for e, d in seen if e == "metadata"]
+    assert attempts in ([1, 2], [2]), seen  # attempt 1's if the client joined before it
+    takeover = seen.index(("metadata", {"run_id": run["run_id"], "attempt": 2}))
+    after = [node for e, d in seen[takeover:] if e == "updates" for node in d]
+    assert after == ["b", "c"], seen
     # The frozen attempt wakes up inside node b: it finishes the node, then cannot write.
     await _until(lambda: marker.read_text().split().count("b:end") == 2, what="the old b")
     await _until(lambda: "no longer holds the run" in frozen.log() or "lease" in frozen.log(),

@@ -27,11 +27,11 @@ async def test_the_claim_leases_the_run_to_its_owner(storage: Storage) -> None:
     await queue(storage, new_id())
     run = await _claim(storage)
     held = [(run["run_id"], run["attempt"])]
-    assert await storage.renew_leases("w1", held, LONG) == {run["run_id"]}
+    assert await storage.renew_leases("w1", held, LONG) == {run["run_id"]: None}
     # Another worker, or another attempt, holds nothing.
-    assert await storage.renew_leases("w2", held, LONG) == set()
-    assert await storage.renew_leases("w1", [(run["run_id"], run["attempt"] + 1)], LONG) == set()
-    assert await storage.renew_leases("w1", [], LONG) == set()
+    assert await storage.renew_leases("w2", held, LONG) == {}
+    assert await storage.renew_leases("w1", [(run["run_id"], run["attempt"] + 1)], LONG) == {}
+    assert await storage.renew_leases("w1", [], LONG) == {}
     assert await storage.take_back_expired() == []
     assert await run_status(storage, run["run_id"]) == "running"
 
@@ -53,7 +53,7 @@ async def test_a_run_whose_lease_ran_out_is_taken_back_and_its_attempt_fenced(
     new = await _claim(storage, "w2")
     assert new["run_id"] == old["run_id"] and new["attempt"] == old["attempt"] + 1
     # The old attempt can neither renew, nor hand back, nor end the run.
-    assert await storage.renew_leases("w1", [(old["run_id"], old["attempt"])], LONG) == set()
+    assert await storage.renew_leases("w1", [(old["run_id"], old["attempt"])], LONG) == {}
     assert not await storage.requeue_run(old["run_id"], old["attempt"])
     assert not await finish(storage, old)
     assert await run_status(storage, old["run_id"]) == "running"
@@ -70,6 +70,18 @@ async def test_a_renewed_lease_is_not_taken_back(storage: Storage) -> None:
     assert await run_status(storage, run["run_id"]) == "running"
 
 
+async def test_a_renewal_brings_the_cancel_recorded_for_a_held_run(storage: Storage) -> None:
+    """A cancel's nudge through the broker can be lost (Redis away): the worker's heartbeat
+    learns it from the renewal of the run's lease."""
+    tid = new_id()
+    await queue(storage, tid)
+    run = await _claim(storage)
+    held = [(run["run_id"], run["attempt"])]
+    [cancelled] = await storage.cancel_runs(tid, [run["run_id"]], "rollback")
+    assert not cancelled.ended  # running: its executor honours it
+    assert await storage.renew_leases("w1", held, LONG) == {run["run_id"]: "rollback"}
+
+
 async def test_a_lease_that_ran_out_can_still_be_renewed_until_it_is_taken(
     storage: Storage,
 ) -> None:
@@ -78,7 +90,7 @@ async def test_a_lease_that_ran_out_can_still_be_renewed_until_it_is_taken(
     run = await _claim(storage, "w1", SHORT)
     await asyncio.sleep(SHORT * 2)
     assert await storage.renew_leases("w1", [(run["run_id"], run["attempt"])], LONG) == {
-        run["run_id"]
+        run["run_id"]: None
     }
     assert await storage.take_back_expired() == []
 
@@ -103,9 +115,9 @@ async def test_a_hand_back_releases_the_lease(storage: Storage) -> None:
     assert await storage.take_back_expired() == []  # pending: there is no lease to run out
     again = await _claim(storage, "w2")
     assert again["attempt"] == run["attempt"]  # a hand-back is not counted
-    assert await storage.renew_leases("w1", [(run["run_id"], run["attempt"])], LONG) == set()
+    assert await storage.renew_leases("w1", [(run["run_id"], run["attempt"])], LONG) == {}
     assert await storage.renew_leases("w2", [(run["run_id"], run["attempt"])], LONG) == {
-        run["run_id"]
+        run["run_id"]: None
     }
 
 
@@ -117,7 +129,7 @@ async def test_an_ended_or_deleted_run_is_no_longer_held(storage: Storage) -> No
     assert await finish(storage, runs[ended])
     await storage.delete_thread(deleted)
     held = [(r["run_id"], r["attempt"]) for r in runs.values()]
-    assert await storage.renew_leases("w1", held, LONG) == set()
+    assert await storage.renew_leases("w1", held, LONG) == {}
     await asyncio.sleep(SHORT * 2)
     assert await storage.take_back_expired() == []
 
@@ -150,7 +162,7 @@ async def test_renewal_take_back_and_end_race_with_exactly_one_winner(storage: S
     async def hold(run: dict) -> None:
         if rng.random() < 0.5:
             kept = await storage.renew_leases("w1", [(run["run_id"], run["attempt"])], LONG)
-            if kept == {run["run_id"]}:
+            if run["run_id"] in kept:
                 holder_won[run["run_id"]] = "renewed"
         elif await finish(storage, run):
             holder_won[run["run_id"]] = "ended"

@@ -205,7 +205,7 @@ WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt
 -- name: renew_lease
 UPDATE runs SET lease_expires_at = :until
 WHERE run_id = :run_id AND status = 'running' AND attempt = :attempt AND lease_owner = :owner
-RETURNING run_id;
+RETURNING run_id, cancel_action;
 
 -- name: requeue_run
 -- A hand-back (shutdown) does not count as an attempt.

@@ -146,8 +146,8 @@ DELETE FROM checkpoint_writes WHERE thread_id = :thread_id AND checkpoint_ns = :
     AND checkpoint_id = :checkpoint_id AND task_id = :task_id AND idx = :idx;
 
 -- name: hold_run
--- The fence of a run's checkpoint writes, last in their pipeline: fails (AGL01) when the
--- attempt no longer holds the run, which rolls back the writes (migrations/3.sql).
+-- The fence of a run's checkpoint writes, first in their transaction: a share lock on the
+-- run's row, or the error AGL01 when the attempt no longer holds it (migrations/3.sql).
 SELECT agentd_hold_run(:run_id, :attempt);
 
 -- name: lock_expired_run

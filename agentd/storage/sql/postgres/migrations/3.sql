@@ -1,7 +1,6 @@
--- Version 3: the fence of a run attempt's checkpoint writes as one statement that fails. The
--- writes and this check go to the server as one pipeline, one implicit transaction: when the
--- attempt no longer holds the run, the error rolls back what the pipeline wrote. The share
--- lock makes a take-back (an UPDATE of the row) wait for a write that checked first.
+-- Version 3: the fence of a run attempt's checkpoint writes, first in their transaction: a
+-- share lock on the run's row, so that a take-back (an UPDATE of the row) waits for the write,
+-- or the error AGL01 when the attempt no longer holds the run (the write is rolled back).
 -- (Migrations split at a ';' that ends a line: the body keeps its ';' inside lines.)
 CREATE OR REPLACE FUNCTION agentd_hold_run(held_run_id TEXT, held_attempt INTEGER) RETURNS void
 LANGUAGE plpgsql AS $$ BEGIN
