@@ -340,6 +340,9 @@ class Executor:
 
     async def _hand_back(self, run: Row) -> None:
         """Put the run back in the queue, retrying through transient database errors."""
+        # The channel first: once the hand-back commits, the run's next execution (with the
+        # same attempt number: a hand-back is not counted) may open it, even in this process.
+        self.broker.release(run["run_id"], attempt=run["attempt"])
         for attempt in range(FINISH_ATTEMPTS):
             try:
                 await self.storage.requeue_run(run["run_id"], run["attempt"])
@@ -353,7 +356,6 @@ class Executor:
                         log.exception("could not hand run %s back to the queue", run["run_id"])
                     break
                 await asyncio.sleep(0.2 * 2**attempt)
-        self.broker.release(run["run_id"], attempt=run["attempt"])
 
 
 async def _uncancellable(coro: Coroutine[Any, Any, T]) -> T:
