@@ -91,6 +91,11 @@ class Executor:
         )
         try:
             outcome = await self._attempt(run, control)
+        except DatabaseUnavailable as exc:
+            # Around the graph (reading the run's cancel, a rollback): not the run's fault
+            # either; it goes back to the queue, as when the graph meets it.
+            log.warning("run %s: %s; handing it back", run_id, exc.detail)
+            outcome = None
         except Exception as exc:  # agentd's own failure: the run must end all the same
             log.exception("run %s: executing it failed", run_id)
             outcome = await self._failed(run, exc, None)
