@@ -91,6 +91,11 @@ class Executor:
         )
         try:
             outcome = await self._attempt(run, control)
+        except DatabaseUnavailable as exc:
+            # Around the graph (reading the run's cancel, a rollback): not the run's fault
+            # either; it goes back to the queue, as when the graph meets it.
+            log.warning("run %s: %s; handing it back", run_id, exc.detail)
+            outcome = None
         except Exception as exc:  # agentd's own failure: the run must end all the same
             log.exception("run %s: executing it failed", run_id)
             outcome = await self._failed(run, exc, None)
@@ -345,6 +350,9 @@ class Executor:
 
     async def _hand_back(self, run: Row) -> None:
         """Put the run back in the queue, retrying through transient database errors."""
+        # The channel first: once the hand-back commits, the run's next execution (with the
+        # same attempt number: a hand-back is not counted) may open it, even in this process.
+        self.broker.release(run["run_id"], attempt=run["attempt"])
         for attempt in range(FINISH_ATTEMPTS):
             try:
                 await self.storage.requeue_run(run["run_id"], run["attempt"])
@@ -358,7 +366,6 @@ class Executor:
                         log.exception("could not hand run %s back to the queue", run["run_id"])
                     break
                 await asyncio.sleep(0.2 * 2**attempt)
-        self.broker.release(run["run_id"], attempt=run["attempt"])
 
 
 async def _uncancellable(coro: Coroutine[Any, Any, T]) -> T:

@@ -224,9 +224,13 @@ class Worker:
         task.add_done_callback(lambda t, rid=run_id: self._finished(rid, t))
 
     def _finished(self, run_id: str, task: asyncio.Task[str]) -> None:
-        self._tasks.pop(run_id, None)
-        control = self._controls.pop(run_id, None)
-        self._held.pop(run_id, None)
+        # A run handed back is claimed again as soon as its hand-back commits, possibly by
+        # this worker before this task is done: the entries are then the new execution's.
+        control = None
+        if self._tasks.get(run_id) is task:
+            del self._tasks[run_id]
+            control = self._controls.pop(run_id, None)
+            self._held.pop(run_id, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("run %s crashed the executor", run_id, exc_info=task.exception())
         if self._more or control is None or control.thread_queued is not False:
