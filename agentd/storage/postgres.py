@@ -284,7 +284,6 @@ class PostgresStorage(RelationalStorage):
                 "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
             },
             open=False,
-            timeout=CONNECT_TIMEOUT,
             reconnect_timeout=RECONNECT_SECONDS,
         )
         await self._saver_pool.open(wait=True, timeout=CONNECT_TIMEOUT)
